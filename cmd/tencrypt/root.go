@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+)
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "tencrypt",
+		Short: "Encryption for the tenants of a Kubernetes or OpenShift cluster",
+		Long: `tencrypt keeps each tenant's data encrypted wherever it travels or rests,
+without changing application images. It has three planes on one key hierarchy:
+
+  transit  a node agent gives every pod of a tenant a WireGuard tunnel to the
+           tenant's other pods, on the same node and across nodes; an nftables
+           guard in each pod drops plaintext or forged traffic from tenant
+           peers, and stays in place if the agent dies (fail closed).
+  rest     per-file encryption with all metadata in each file's header, so
+           encrypted files survive rsync, tar and backups; a CLI, a FUSE mount
+           with encrypted names, and fscrypt volumes through a CSI driver.
+  keys     one key-encryption key per tenant in a KMS (local keyring, Vault
+           Transit or PKCS#11), envelope encryption, rotation, audit of every
+           unwrap, and crypto-shredding of a tenant.
+
+The lab ("tencrypt lab up") builds nodes and pods as network namespaces on this
+machine, so everything can be tried without a cluster.`,
+		Example: `  # Build a two-node lab with two tenants and look at it
+  sudo tencrypt lab up
+  tencrypt lab status
+  sudo tencrypt lab exec blue-a -- ip addr
+  sudo tencrypt lab down`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	// Flag errors are usage errors (exit 3), not failures of the work.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newVersionCmd())
+	for _, add := range subcommands {
+		root.AddCommand(add())
+	}
+	return root
+}
+
+// subcommands is extended by the files that wire in a plane, so that adding a
+// command group touches only its own file.
+var subcommands []func() *cobra.Command
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the tencrypt version and the Go version it was built with",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, goVersion := "(devel)", "unknown"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				goVersion = bi.GoVersion
+				if bi.Main.Version != "" {
+					v = bi.Main.Version
+				}
+				for _, s := range bi.Settings {
+					if s.Key == "vcs.revision" {
+						v += " " + s.Value
+					}
+				}
+			}
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "tencrypt %s (%s)\n", v, goVersion)
+			return err
+		},
+	}
+}
