@@ -1,0 +1,48 @@
+// Package backend opens the KEKProvider a configuration names. It is the one
+// place that knows every backend, so commands and daemons take a Config and
+// stay backend-agnostic.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tencrypt/tencrypt/keys"
+	"github.com/tencrypt/tencrypt/keys/local"
+)
+
+// Config selects a backend and holds each backend's settings; only the
+// section Backend names is used. The json tags are the configuration file's
+// field names (YAML is read through them), and the CLI derives its
+// --<section>-<field> flags and TENCRYPT_<SECTION>_<FIELD> variables from them.
+type Config struct {
+	// Backend is one of Names().
+	Backend string       `json:"backend,omitempty" yaml:"backend,omitempty"`
+	Local   local.Config `json:"local,omitzero" yaml:"local,omitempty"`
+	// BACKEND-CONFIG: add one field per backend here, e.g.
+	// Vault vault.Config `json:"vault,omitzero" yaml:"vault,omitempty"`
+}
+
+// ErrUnknownBackend reports a Backend name that is not one of Names().
+var ErrUnknownBackend = errors.New("unknown key backend")
+
+// Names lists the valid values of Config.Backend.
+func Names() []string {
+	return []string{local.Name /* BACKEND-NAME: add the backend's name here */}
+}
+
+// Open opens the backend cfg names with its section of cfg. The caller
+// closes the provider.
+func Open(ctx context.Context, cfg Config) (keys.KEKProvider, error) {
+	switch cfg.Backend {
+	case local.Name, "":
+		return local.Open(ctx, cfg.Local)
+	// BACKEND-CASE: add one case per backend here, e.g.
+	// case vault.Name:
+	// 	return vault.Open(ctx, cfg.Vault)
+	default:
+		return nil, fmt.Errorf("%w %q: use one of %s", ErrUnknownBackend, cfg.Backend, strings.Join(Names(), ", "))
+	}
+}
