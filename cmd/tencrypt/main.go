@@ -18,7 +18,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
-	if err != nil {
+	var ee exitError
+	if err != nil && !errors.As(err, &ee) {
 		fmt.Fprintf(os.Stderr, "tencrypt: %v\n", err)
 	}
 	os.Exit(exitCode(err))
@@ -43,8 +44,15 @@ func exitCode(err error) int {
 		}
 	}
 	var ue usageError
-	if errors.As(err, &ue) {
+	var ee exitError
+	var pe prerequisiteError
+	switch {
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ue):
 		return exitcodes.Usage
+	case errors.As(err, &pe):
+		return exitcodes.Prerequisite
 	}
 	return exitcodes.Failure
 }
@@ -63,4 +71,22 @@ func registerErrorCode(target error, code int) {
 		match: func(err error) bool { return errors.Is(err, target) },
 		code:  code,
 	})
+}
+
+// exitError passes a child process's exit code through unchanged, without a
+// message of our own (lab exec).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// prerequisiteError names something the machine lacks (exit 13).
+type prerequisiteError struct{ msg string }
+
+func (e prerequisiteError) Error() string { return e.msg }
+
+func requireRoot(what string) error {
+	if os.Geteuid() != 0 {
+		return prerequisiteError{what + " needs root (it creates network namespaces): run it with sudo"}
+	}
+	return nil
 }

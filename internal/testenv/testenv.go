@@ -1,0 +1,28 @@
+// Package testenv holds checks shared by tests that need the real machine:
+// root, network namespaces, tools. A test that cannot set itself up fails
+// with the reason; it never skips, since a skipped test proves nothing.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// RequireRoot fails the test unless it runs as root.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		tb.Fatal("this test needs root (network namespaces, nftables, FUSE, key tokens): run it as root, as 'make test' and CI do")
+	}
+}
+
+// RequireTool fails the test unless each named command is on PATH.
+func RequireTool(tb testing.TB, names ...string) {
+	tb.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			tb.Fatalf("this test needs %q on PATH: run scripts/setup (make test does)", n)
+		}
+	}
+}
