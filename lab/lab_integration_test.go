@@ -2,8 +2,6 @@ package lab
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -25,9 +23,7 @@ func newTestLab(t *testing.T) (*Manager, *Topology) {
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "ip", "nft")
 	topo := DefaultTopology()
-	b := make([]byte, 3)
-	rand.Read(b)
-	topo.Name = "t" + hex.EncodeToString(b)
+	topo.Name = testenv.Name("t")
 	m := New(t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	t.Cleanup(func() {
 		if _, err := m.Down(context.Background(), topo.Name); err != nil {

@@ -58,8 +58,8 @@ change the lab need root.`,
 	return cmd
 }
 
-func labLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+func labLogger(cmd *cobra.Command) *slog.Logger {
+	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 func newLabUpCmd() *cobra.Command {
@@ -92,7 +92,7 @@ docs/LAB.md.`,
 			if err := requireRoot("lab up"); err != nil {
 				return err
 			}
-			plan, err := lab.New(f.stateDir, labLogger()).Up(cmd.Context(), t)
+			plan, err := lab.New(f.stateDir, labLogger(cmd)).Up(cmd.Context(), t)
 			if err != nil {
 				return err
 			}
@@ -119,7 +119,7 @@ Removing a lab that is not up is not an error.`,
 			if err := requireRoot("lab down"); err != nil {
 				return err
 			}
-			removed, err := lab.New(f.stateDir, labLogger()).Down(cmd.Context(), f.name)
+			removed, err := lab.New(f.stateDir, labLogger(cmd)).Down(cmd.Context(), f.name)
 			if err != nil {
 				return err
 			}
@@ -142,7 +142,7 @@ func newLabStatusCmd() *cobra.Command {
 		Short: "Show the lab's nodes, pods, tenants and Services",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, missing, err := lab.New(f.stateDir, labLogger()).Status(f.name)
+			st, missing, err := lab.New(f.stateDir, labLogger(cmd)).Status(f.name)
 			if err != nil {
 				return err
 			}
@@ -180,11 +180,11 @@ command's exit code becomes tencrypt's.`,
 			if err := requireRoot("lab exec"); err != nil {
 				return err
 			}
-			c, err := lab.New(f.stateDir, labLogger()).Command(cmd.Context(), f.name, args[0], args[1:]...)
+			c, err := lab.New(f.stateDir, labLogger(cmd)).Command(cmd.Context(), f.name, args[0], args[1:]...)
 			if err != nil {
 				return err
 			}
-			c.Stdin, c.Stdout, c.Stderr = os.Stdin, cmd.OutOrStdout(), cmd.ErrOrStderr()
+			c.Stdin, c.Stdout, c.Stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
 			err = c.Run()
 			var ee *exec.ExitError
 			if errors.As(err, &ee) {
@@ -200,20 +200,33 @@ command's exit code becomes tencrypt's.`,
 func newLabServeCmd() *cobra.Command {
 	var f labFlags
 	var port uint16
+	var all bool
 	cmd := &cobra.Command{
-		Use:   "serve POD...",
+		Use:   "serve [POD...]",
 		Short: "Answer TCP and UDP on a port inside pods with each pod's name, until interrupted",
 		Long: `Listen on a TCP and a UDP port inside each named pod and answer every
 connection or datagram with the pod's name. With 'lab probe' it shows which
 pod a Service VIP picked, without any tool installed in the pods.`,
 		Example: `  sudo tencrypt lab serve blue-1a blue-1b blue-2a blue-2b --port 8080 &
-  sudo tencrypt lab probe blue-1a 10.96.0.10:80 --count 8`,
-		Args: cobra.MinimumNArgs(1),
+  sudo tencrypt lab probe blue-1a 10.96.0.10:80 --count 8
+  sudo tencrypt lab serve --all`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if all == (len(args) > 0) {
+				return usageError{errors.New("name the pods to serve in, or give --all")}
+			}
 			if err := requireRoot("lab serve"); err != nil {
 				return err
 			}
-			m := lab.New(f.stateDir, labLogger())
+			m := lab.New(f.stateDir, labLogger(cmd))
+			if all {
+				st, _, err := m.Status(f.name)
+				if err != nil {
+					return err
+				}
+				for _, p := range st.Plan.Pods {
+					args = append(args, p.Name)
+				}
+			}
 			for _, pod := range args {
 				s, err := m.Serve(f.name, pod, port)
 				if err != nil {
@@ -228,6 +241,7 @@ pod a Service VIP picked, without any tool installed in the pods.`,
 	}
 	f.bind(cmd)
 	cmd.Flags().Uint16Var(&port, "port", 8080, "TCP and UDP port to answer on")
+	cmd.Flags().BoolVar(&all, "all", false, "serve in every pod of the lab")
 	return cmd
 }
 
@@ -252,7 +266,7 @@ Exits non-zero if any connection fails.`,
 			if udp {
 				network = "udp"
 			}
-			m := lab.New(f.stateDir, labLogger())
+			m := lab.New(f.stateDir, labLogger(cmd))
 			var answers []string
 			for range count {
 				got, err := m.Probe(cmd.Context(), f.name, args[0], network, args[1])

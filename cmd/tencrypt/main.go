@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,13 +17,25 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd().ExecuteContext(ctx)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns its exit code. Tests call it
+// in-process.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
 	var ee exitError
 	if err != nil && !errors.As(err, &ee) {
-		fmt.Fprintf(os.Stderr, "tencrypt: %v\n", err)
+		fmt.Fprintf(stderr, "tencrypt: %v\n", err)
 	}
-	os.Exit(exitCode(err))
+	return exitCode(err)
 }
 
 // usageError marks errors in the command line itself, as opposed to errors in

@@ -41,7 +41,33 @@ machine, so everything can be tried without a cluster.`,
 	for _, add := range subcommands {
 		root.AddCommand(add())
 	}
+	markUsageErrors(root)
 	return root
+}
+
+// markUsageErrors makes argument errors usage errors (exit 3) throughout the
+// command tree. A command group shows its help when called bare, and takes a
+// leftover word for a misspelt subcommand.
+func markUsageErrors(c *cobra.Command) {
+	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, a []string) error {
+			if len(a) == 0 {
+				return cmd.Help()
+			}
+			return usageError{fmt.Errorf("unknown command %q for %q (see '%s --help')", a[0], cmd.CommandPath(), cmd.CommandPath())}
+		}
+	} else if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return usageError{fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		markUsageErrors(sub)
+	}
 }
 
 // subcommands is extended by the files that wire in a plane, so that adding a

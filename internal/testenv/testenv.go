@@ -4,6 +4,8 @@
 package testenv
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"testing"
@@ -25,4 +27,13 @@ func RequireTool(tb testing.TB, names ...string) {
 			tb.Fatalf("this test needs %q on PATH: run scripts/setup (make test does)", n)
 		}
 	}
+}
+
+// Name returns prefix followed by six random hex digits, for objects on the
+// machine (network namespaces, labs, keys) that must not collide with those
+// of another test or an earlier, interrupted run.
+func Name(prefix string) string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
 }
