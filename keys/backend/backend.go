@@ -11,6 +11,8 @@ import (
 
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/keys/local"
+	"github.com/tencrypt/tencrypt/keys/pkcs11"
+	"github.com/tencrypt/tencrypt/keys/vault"
 )
 
 // Config selects a backend and holds each backend's settings; only the
@@ -19,8 +21,10 @@ import (
 // --<section>-<field> flags and TENCRYPT_<SECTION>_<FIELD> variables from them.
 type Config struct {
 	// Backend is one of Names().
-	Backend string       `json:"backend,omitempty" yaml:"backend,omitempty"`
-	Local   local.Config `json:"local,omitzero" yaml:"local,omitempty"`
+	Backend string        `json:"backend,omitempty" yaml:"backend,omitempty"`
+	Local   local.Config  `json:"local,omitzero" yaml:"local,omitempty"`
+	Vault   vault.Config  `json:"vault,omitzero" yaml:"vault,omitempty"`
+	PKCS11  pkcs11.Config `json:"pkcs11,omitzero" yaml:"pkcs11,omitempty"`
 	// BACKEND-CONFIG: add one field per backend here, e.g.
 	// Vault vault.Config `json:"vault,omitzero" yaml:"vault,omitempty"`
 }
@@ -30,7 +34,7 @@ var ErrUnknownBackend = errors.New("unknown key backend")
 
 // Names lists the valid values of Config.Backend.
 func Names() []string {
-	return []string{local.Name /* BACKEND-NAME: add the backend's name here */}
+	return []string{local.Name, vault.Name, pkcs11.Name /* BACKEND-NAME: add the backend's name here */}
 }
 
 // Open opens the backend cfg names with its section of cfg. The caller
@@ -38,7 +42,19 @@ func Names() []string {
 func Open(ctx context.Context, cfg Config) (keys.KEKProvider, error) {
 	switch cfg.Backend {
 	case local.Name, "":
-		return local.Open(ctx, cfg.Local)
+		p, err := local.Open(ctx, cfg.Local)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	case vault.Name:
+		return vault.Open(ctx, cfg.Vault)
+	case pkcs11.Name:
+		p, err := pkcs11.Open(ctx, cfg.PKCS11)
+		if err != nil {
+			return nil, err // not a typed nil *pkcs11.Provider in the interface
+		}
+		return p, nil
 	// BACKEND-CASE: add one case per backend here, e.g.
 	// case vault.Name:
 	// 	return vault.Open(ctx, cfg.Vault)

@@ -1,0 +1,332 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tencrypt/tencrypt/keys"
+	"github.com/tencrypt/tencrypt/keys/keystest"
+)
+
+// newKeyring creates a key-file keyring in a fresh temp dir and returns its
+// admin config.
+func newTestKeyring(t *testing.T) Config {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := Config{Path: filepath.Join(dir, "keyring"), KeyFile: filepath.Join(dir, "admin.key")}
+	if err := GenerateKeyFile(cfg.KeyFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := Init(t.Context(), InitOptions{Path: cfg.Path, KeyFile: cfg.KeyFile}); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func open(t *testing.T, cfg Config) *Provider {
+	t.Helper()
+	p, err := Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func tenantConfig(admin Config, tenant string) Config {
+	return Config{Path: admin.Path, Tenant: tenant, TenantKeyFile: admin.AccessKeyPath(tenant)}
+}
+
+func TestConformance(t *testing.T) {
+	cfg := newTestKeyring(t)
+	admin := open(t, cfg)
+	keystest.Run(t, keystest.Harness{
+		Admin:     func(*testing.T) keys.KEKProvider { return admin },
+		ForTenant: func(t *testing.T, tenant string) keys.KEKProvider { return open(t, tenantConfig(cfg, tenant)) },
+	})
+}
+
+// A second admin provider on the same file (another process, in effect)
+// sees the first one's changes, and its writes do not undo them.
+func TestConformanceTwoAdmins(t *testing.T) {
+	cfg := newTestKeyring(t)
+	a1, a2 := open(t, cfg), open(t, cfg)
+	n := 0
+	keystest.Run(t, keystest.Harness{
+		Admin: func(*testing.T) keys.KEKProvider {
+			n++
+			if n%2 == 0 {
+				return a2
+			}
+			return a1
+		},
+		ForTenant: func(t *testing.T, tenant string) keys.KEKProvider { return open(t, tenantConfig(cfg, tenant)) },
+	})
+}
+
+func TestPassphraseKeyring(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keyring")
+	opts := InitOptions{Path: path, Passphrase: []byte("correct horse"), KDFTime: 1, KDFMemoryKiB: 64, KDFThreads: 1}
+	if err := Init(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := Init(ctx, InitOptions{Path: path, Passphrase: []byte("other")}); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Fatalf("second Init: %v, want an error saying the keyring exists", err)
+	}
+	p := open(t, Config{Path: path, Passphrase: []byte("correct horse")})
+	if err := p.CreateTenant(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	pf := filepath.Join(dir, "pass")
+	os.WriteFile(pf, []byte("correct horse\nignored second line\n"), 0o600)
+	open(t, Config{Path: path, PassphraseFile: pf})
+
+	_, err := Open(ctx, Config{Path: path, Passphrase: []byte("wrong horse")})
+	if !errors.Is(err, keys.ErrAuth) {
+		t.Fatalf("wrong passphrase: %v, want ErrAuth", err)
+	}
+	kf := filepath.Join(dir, "k")
+	GenerateKeyFile(kf)
+	_, err = Open(ctx, Config{Path: path, KeyFile: kf})
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("key file on a passphrase keyring: %v, want ErrConfig", err)
+	}
+}
+
+func TestFileModes(t *testing.T) {
+	cfg := newTestKeyring(t)
+	p := open(t, cfg)
+	if err := p.CreateTenant(t.Context(), "blue"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{cfg.Path, cfg.KeyFile, cfg.AccessKeyPath("blue")} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s has mode %v, want 0600", f, fi.Mode().Perm())
+		}
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(cfg.Path), ".*tmp-*"))
+	if len(leftovers) != 0 {
+		t.Fatalf("temporary files left: %v", leftovers)
+	}
+}
+
+// The access key file is removed on shred, and a stale one can no longer
+// open anything.
+func TestShredRemovesAccessKey(t *testing.T) {
+	ctx := t.Context()
+	cfg := newTestKeyring(t)
+	p := open(t, cfg)
+	p.CreateTenant(ctx, "blue")
+	keyCopy, _ := os.ReadFile(cfg.AccessKeyPath("blue"))
+	if err := p.Shred(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.AccessKeyPath("blue")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("access key file still there after shred: %v", err)
+	}
+	stale := filepath.Join(t.TempDir(), "blue.key")
+	os.WriteFile(stale, keyCopy, 0o600)
+	tp := open(t, Config{Path: cfg.Path, Tenant: "blue", TenantKeyFile: stale})
+	if _, _, err := tp.Wrap(ctx, "blue", make([]byte, 32), nil); !errors.Is(err, keys.ErrShredded) {
+		t.Fatalf("Wrap with a stale access key after shred: %v, want ErrShredded", err)
+	}
+	raw, _ := os.ReadFile(cfg.Path)
+	if bytes.Contains(raw, []byte("blue")) == false {
+		t.Fatal("tombstone for blue missing from the keyring")
+	}
+}
+
+// Blue's access key presented as red's does not open red's record: the
+// scoping is in the cryptography, not only in check().
+func TestAccessKeyIsCryptographic(t *testing.T) {
+	ctx := t.Context()
+	cfg := newTestKeyring(t)
+	p := open(t, cfg)
+	p.CreateTenant(ctx, "blue")
+	p.CreateTenant(ctx, "red")
+	_, err := Open(ctx, Config{Path: cfg.Path, Tenant: "red", TenantKeyFile: cfg.AccessKeyPath("blue")})
+	if !errors.Is(err, keys.ErrAuth) {
+		t.Fatalf("red's record opened with blue's access key: %v, want ErrAuth", err)
+	}
+	data, _ := os.ReadFile(cfg.Path)
+	blueKey, _ := readKeyFile(cfg.AccessKeyPath("blue"), "k")
+	if _, err := openTenant(data, "red", &blueKey); !errors.Is(err, keys.ErrAuth) {
+		t.Fatalf("openTenant(red) with blue's key: %v, want ErrAuth", err)
+	}
+	if _, err := openAdmin(data, &blueKey); !errors.Is(err, keys.ErrAuth) {
+		t.Fatalf("openAdmin with blue's access key: %v, want ErrAuth", err)
+	}
+}
+
+// TestBrokenKeyrings pins the error for each kind of damage: format errors
+// for structure, ErrAuth for anything that parses but does not authenticate.
+func TestBrokenKeyrings(t *testing.T) {
+	ctx := t.Context()
+	cfg := newTestKeyring(t)
+	p := open(t, cfg)
+	p.CreateTenant(ctx, "blue")
+	good, err := os.ReadFile(cfg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	flip := func(i int) []byte { b := bytes.Clone(good); b[i] ^= 1; return b }
+	future := bytes.Clone(good)
+	future[9] = 2
+	tests := []struct {
+		name string
+		data []byte
+		want error
+	}{
+		{"empty", nil, keys.ErrMalformed},
+		{"not a keyring", []byte("hello, world, this is not a keyring at all, not even close......................"), keys.ErrMalformed},
+		{"truncated header", good[:40], keys.ErrMalformed},
+		{"truncated body", good[:len(good)/2], keys.ErrMalformed},
+		{"last byte cut", good[:len(good)-1], keys.ErrMalformed},
+		{"trailing byte", append(bytes.Clone(good), 0), keys.ErrMalformed},
+		{"unknown version", future, keys.ErrUnknownFormat},
+		{"reserved byte", flip(11), keys.ErrMalformed},
+		{"salt", flip(30), keys.ErrAuth},
+		{"keyring id", flip(45), keys.ErrAuth},
+		{"generation", flip(63), keys.ErrAuth},
+		{"admin body", flip(headerSize + 20), keys.ErrAuth},
+		{"admin tag", flip(headerSize + int(uint32(good[64])<<24|uint32(good[65])<<16|uint32(good[66])<<8|uint32(good[67])) - 1), keys.ErrAuth},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := os.WriteFile(cfg.Path, tt.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Open(ctx, cfg)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Open: %v, want %v", err, tt.want)
+			}
+			if tt.want != keys.ErrAuth && errors.Is(err, keys.ErrAuth) {
+				t.Fatalf("a format error also reads as ErrAuth: %v", err)
+			}
+		})
+	}
+	// Every byte of the tenant section flipped fails for the tenant.
+	os.WriteFile(cfg.Path, good, 0o600)
+	tcfg := tenantConfig(cfg, "blue")
+	open(t, tcfg)
+	f, _ := parseFile(good)
+	start := headerSize + len(f.admin)
+	for i := start; i < len(good); i++ {
+		os.WriteFile(cfg.Path, flip(i), 0o600)
+		if _, err := Open(ctx, tcfg); err == nil {
+			t.Fatalf("tenant opened a keyring with byte %d flipped", i)
+		}
+		if _, err := Open(ctx, cfg); err == nil {
+			t.Fatalf("admin opened a keyring with byte %d flipped", i)
+		}
+	}
+}
+
+func TestMissingKeyring(t *testing.T) {
+	dir := t.TempDir()
+	kf := filepath.Join(dir, "k")
+	GenerateKeyFile(kf)
+	_, err := Open(t.Context(), Config{Path: filepath.Join(dir, "nope"), KeyFile: kf})
+	if err == nil || !strings.Contains(err.Error(), "keys init") {
+		t.Fatalf("missing keyring: %v, want a hint to run keys init", err)
+	}
+	if err := GenerateKeyFile(kf); err == nil {
+		t.Fatal("GenerateKeyFile replaced an existing key file")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"no path", Config{KeyFile: "k"}},
+		{"no unlock", Config{Path: "p"}},
+		{"two unlocks", Config{Path: "p", KeyFile: "k", PassphraseFile: "f"}},
+		{"tenant key without tenant", Config{Path: "p", TenantKeyFile: "t"}},
+		{"tenant without key", Config{Path: "p", KeyFile: "k", Tenant: "blue"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.cfg.Validate(); !errors.Is(err, ErrConfig) {
+				t.Fatalf("Validate: %v, want ErrConfig", err)
+			}
+		})
+	}
+}
+
+// TestConcurrentProcesses runs several processes that each create tenants
+// in the same keyring at once; with the lock and the re-read under it, none
+// loses another's tenants.
+func TestConcurrentProcesses(t *testing.T) {
+	cfg := newTestKeyring(t)
+	const procs, each = 4, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, procs)
+	for i := range procs {
+		wg.Go(func() {
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestHelperCreateTenants$")
+			cmd.Env = append(os.Environ(), "TENCRYPT_LOCAL_HELPER=1", "TENCRYPT_LOCAL_PATH="+cfg.Path,
+				"TENCRYPT_LOCAL_KEY_FILE="+cfg.KeyFile, "TENCRYPT_LOCAL_PREFIX=p"+strconv.Itoa(i), "TENCRYPT_LOCAL_N="+strconv.Itoa(each))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("helper %d: %v\n%s", i, err, out)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	p := open(t, cfg)
+	all, err := p.Tenants(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != procs*each {
+		t.Fatalf("after %d processes created %d tenants each, the keyring has %d", procs, each, len(all))
+	}
+	for _, ti := range all {
+		if ti.Current != 2 {
+			t.Fatalf("tenant %s at version %d, want 2 (created and rotated once)", ti.Tenant, ti.Current)
+		}
+	}
+}
+
+// TestHelperCreateTenants is the child of TestConcurrentProcesses.
+func TestHelperCreateTenants(t *testing.T) {
+	if os.Getenv("TENCRYPT_LOCAL_HELPER") != "1" {
+		return // only meaningful as a child process
+	}
+	ctx := context.Background()
+	p, err := Open(ctx, Config{Path: os.Getenv("TENCRYPT_LOCAL_PATH"), KeyFile: os.Getenv("TENCRYPT_LOCAL_KEY_FILE")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(os.Getenv("TENCRYPT_LOCAL_N"))
+	for i := range n {
+		name := fmt.Sprintf("%s-t%d", os.Getenv("TENCRYPT_LOCAL_PREFIX"), i)
+		if err := p.CreateTenant(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.Rotate(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
