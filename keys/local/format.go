@@ -136,7 +136,6 @@ type rawFile struct {
 type reader struct {
 	b   []byte
 	err error
-	at  string
 }
 
 func (r *reader) take(n int, field string) []byte {
