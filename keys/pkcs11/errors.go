@@ -20,7 +20,7 @@ func mapErr(op string, err error) error {
 	}
 	switch rv {
 	case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE:
-		return fmt.Errorf("%w: %s: the token refused the PIN", keys.ErrAuth, op)
+		return fmt.Errorf("%w: %s: the token refused the PIN (%w)", keys.ErrAuth, op, err)
 	case pkcs11.CKR_PIN_LOCKED:
 		return fmt.Errorf("%w: %s: the token's user PIN is locked after too many wrong tries: its security officer must reset it", keys.ErrPermissionDenied, op)
 	case pkcs11.CKR_PIN_EXPIRED:

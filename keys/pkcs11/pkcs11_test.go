@@ -111,14 +111,17 @@ func TestWrongPIN(t *testing.T) {
 	}
 	// Keep pre-blue's token open with its right PIN for the second case.
 	open(t, hsm.Tenant(preBlue))
+	// byToken: the token itself answered CKR_PIN_INCORRECT, rather than
+	// the provider's check for a token this process has open.
 	tests := []struct {
-		name   string
-		tenant string
-		pin    string
+		name    string
+		tenant  string
+		pin     string
+		byToken bool
 	}{
-		{"token refuses", preLone, "wrong-pin-1"},
-		{"token already open in this process", preBlue, "wrong-pin-22"},
-		{"another tenant's PIN", preRed, prePIN[preBlue]},
+		{"token refuses", preLone, "wrong-pin-1", true},
+		{"token already open in this process", preBlue, "wrong-pin-22", false},
+		{"another tenant's PIN", preRed, prePIN[preBlue], true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,6 +133,9 @@ func TestWrongPIN(t *testing.T) {
 			}
 			if !errors.Is(err, keys.ErrAuth) {
 				t.Fatalf("Open(%s) with a wrong PIN: %v, want ErrAuth", tt.tenant, err)
+			}
+			if byToken := errors.Is(err, p11.Error(p11.CKR_PIN_INCORRECT)); byToken != tt.byToken {
+				t.Fatalf("Open(%s) with a wrong PIN: %v; refused by the token: %v, want %v", tt.tenant, err, byToken, tt.byToken)
 			}
 		})
 	}
@@ -498,4 +504,63 @@ func FuzzUnwrap(f *testing.F) {
 			t.Fatalf("Unwrap of %x: (%d bytes, %v), want ErrAuth and nothing", in, len(got), err)
 		}
 	})
+}
+
+// BenchmarkWrap and BenchmarkUnwrap measure a 32-byte DEK through the
+// token, tenant-scoped, with one goroutine per core sharing the pool.
+func BenchmarkWrap(b *testing.B) {
+	_, tenant := benchTenant(b)
+	tp := openB(b, hsm.Tenant(tenant))
+	dek, aad := randBytes(32), []byte("tenant="+tenant+" purpose=bench")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, _, err := tp.Wrap(context.Background(), tenant, dek, aad); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkUnwrap(b *testing.B) {
+	_, tenant := benchTenant(b)
+	tp := openB(b, hsm.Tenant(tenant))
+	dek, aad := randBytes(32), []byte("tenant="+tenant+" purpose=bench")
+	v, ct, err := tp.Wrap(context.Background(), tenant, dek, aad)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := tp.Unwrap(context.Background(), tenant, v, ct, aad); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func openB(b *testing.B, cfg pkcs11.Config) *pkcs11.Provider {
+	b.Helper()
+	p, err := pkcs11.Open(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func benchTenant(b *testing.B) (*pkcs11.Provider, string) {
+	b.Helper()
+	a := openB(b, hsm.Admin())
+	tenantSeq.Lock()
+	tenantSeq.n++
+	tenant := fmt.Sprintf("bench-%d", tenantSeq.n)
+	tenantSeq.Unlock()
+	if err := a.CreateTenant(context.Background(), tenant); err != nil {
+		b.Fatal(err)
+	}
+	return a, tenant
 }
