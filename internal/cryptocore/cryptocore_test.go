@@ -211,7 +211,7 @@ func TestKeyNeverPrinted(t *testing.T) {
 	}
 	var logs bytes.Buffer
 	l := slog.New(slog.NewJSONHandler(&logs, nil))
-	l.Info("key", "k", k, "kp", &k)
+	l.Info("key", "k", k, "kp", &k, "s", struct{ K Key }{k})
 	slog.New(slog.NewTextHandler(&logs, nil)).Info("key", "k", k)
 	outs := []string{logs.String(), k.String(), k.GoString()}
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%X", "%d", "%q", "%02x"} {

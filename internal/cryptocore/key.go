@@ -69,3 +69,7 @@ func (Key) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
 
 // LogValue keeps slog from printing key bytes.
 func (Key) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// MarshalText keeps encoders (JSON, slog's JSON handler reaching a Key
+// inside a struct) from writing key bytes.
+func (Key) MarshalText() ([]byte, error) { return []byte(redacted), nil }
