@@ -1,0 +1,241 @@
+package vault_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tencrypt/tencrypt/keys"
+	"github.com/tencrypt/tencrypt/keys/keystest"
+	"github.com/tencrypt/tencrypt/keys/vault"
+	"github.com/tencrypt/tencrypt/keys/vault/vaulttest"
+)
+
+// server is the one Vault dev server the package's tests share; each test
+// uses tenant names of its own.
+var server *vaulttest.Server
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "tencrypt-vault-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	server, err = vaulttest.StartServer(context.Background(), dir)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: keys/vault tests need a real Vault server: %v\n", err)
+		return 1
+	}
+	defer server.Stop()
+	return m.Run()
+}
+
+func provider(t *testing.T, s *vaulttest.Server, token string) *vault.Provider {
+	t.Helper()
+	p, err := vault.New(vault.Config{Addr: s.Addr, Token: token, Mount: s.Mount, Timeout: "20s"})
+	if err != nil {
+		t.Fatalf("vault.New: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func admin(t *testing.T) *vault.Provider {
+	t.Helper()
+	p := provider(t, server, server.RootToken)
+	if err := p.EnsureMount(t.Context()); err != nil {
+		t.Fatalf("EnsureMount: %v", err)
+	}
+	return p
+}
+
+// tenantProvider issues a token under the tenant's policy, so isolation in
+// these tests is enforced by Vault, not by our code.
+func tenantProvider(t *testing.T, tenant string) *vault.Provider {
+	t.Helper()
+	tok, err := admin(t).GrantTenant(t.Context(), tenant, time.Hour)
+	if err != nil {
+		t.Fatalf("GrantTenant(%q): %v", tenant, err)
+	}
+	return provider(t, server, tok.Secret())
+}
+
+func TestConformance(t *testing.T) {
+	keystest.Run(t, keystest.Harness{
+		Admin:     func(t *testing.T) keys.KEKProvider { return admin(t) },
+		ForTenant: func(t *testing.T, tenant string) keys.KEKProvider { return tenantProvider(t, tenant) },
+	})
+}
+
+func TestRewrap(t *testing.T) {
+	ctx := t.Context()
+	a := admin(t)
+	tenant := "rewrap-" + strings.ToLower(suffix())
+	if err := a.CreateTenant(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	tp := tenantProvider(t, tenant)
+	pt, aad := []byte("0123456789abcdef0123456789abcdef"), []byte("tenant=x purpose=file")
+	v1, ct1, err := tp.Wrap(ctx, tenant, pt, aad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Rotate(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	v2, ct2, err := tp.Rewrap(ctx, tenant, v1, ct1, aad)
+	if err != nil {
+		t.Fatalf("Rewrap: %v", err)
+	}
+	if v2 != 2 || !bytes.HasPrefix(ct2, []byte("vault:v2:")) {
+		t.Fatalf("Rewrap gave version %d, %q; want 2 and a vault:v2: ciphertext", v2, ct2[:9])
+	}
+	// The aad stays bound through the rewrap: Vault's rewrap keeps the
+	// derivation context.
+	if _, err := tp.Unwrap(ctx, tenant, v2, ct2, []byte("tenant=x purpose=volume")); !errors.Is(err, keys.ErrAuth) {
+		t.Fatalf("Unwrap of a rewrapped key with other aad: %v, want ErrAuth", err)
+	}
+	got, err := tp.Unwrap(ctx, tenant, v2, ct2, aad)
+	if err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("Unwrap after Rewrap: %v", err)
+	}
+	if err := a.Retire(ctx, tenant, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tp.Rewrap(ctx, tenant, v1, ct1, aad); !errors.Is(err, keys.ErrUnknownKeyVersion) {
+		t.Fatalf("Rewrap from a retired version: %v, want ErrUnknownKeyVersion", err)
+	}
+	if _, _, err := tp.Rewrap(ctx, tenant, v2, ct2, []byte("other")); !errors.Is(err, keys.ErrAuth) {
+		t.Fatalf("Rewrap with other aad: %v, want ErrAuth", err)
+	}
+}
+
+func TestWrongToken(t *testing.T) {
+	p := provider(t, server, "hvs.not-a-token")
+	err := p.Health(t.Context())
+	if !errors.Is(err, keys.ErrPermissionDenied) {
+		t.Fatalf("Health with a wrong token: %v, want ErrPermissionDenied", err)
+	}
+	_, _, err = p.Wrap(t.Context(), "blue", []byte("k"), nil)
+	if !errors.Is(err, keys.ErrPermissionDenied) {
+		t.Fatalf("Wrap with a wrong token: %v, want ErrPermissionDenied", err)
+	}
+	if !strings.Contains(err.Error(), server.Addr) {
+		t.Fatalf("error %q does not name the Vault address", err)
+	}
+}
+
+// TestServerStopped runs its own server, stops it mid-way and checks the
+// error says Vault is unreachable.
+func TestServerStopped(t *testing.T) {
+	s := vaulttest.Start(t)
+	ctx := t.Context()
+	p := provider(t, s, s.RootToken)
+	const tenant = "stopped"
+	if err := p.CreateTenant(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	v, ct, err := p.Wrap(ctx, tenant, []byte("dek"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"Unwrap", func() error { _, err := p.Unwrap(ctx, tenant, v, ct, nil); return err }},
+		{"Wrap", func() error { _, _, err := p.Wrap(ctx, tenant, []byte("dek"), nil); return err }},
+		{"Health", func() error { return p.Health(ctx) }},
+		{"Rotate", func() error { _, err := p.Rotate(ctx, tenant); return err }},
+	}
+	for _, c := range calls {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.call()
+			if !errors.Is(err, keys.ErrBackendUnavailable) {
+				t.Fatalf("%s with Vault stopped: %v, want ErrBackendUnavailable", c.name, err)
+			}
+			for _, want := range []string{s.Addr, "is Vault running?"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Fatalf("%s with Vault stopped: %q does not say %q", c.name, err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestTenantPolicy(t *testing.T) {
+	p := admin(t)
+	hcl, err := p.TenantPolicy("blue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"transit/encrypt/tencrypt-blue"`, `"transit/decrypt/tencrypt-blue"`, `"transit/keys/tencrypt-blue"`} {
+		if !strings.Contains(hcl, want) {
+			t.Fatalf("policy lacks %s:\n%s", want, hcl)
+		}
+	}
+	for _, bad := range []string{"*", "create", "delete", "sudo", "rotate", "config", "trim"} {
+		if strings.Contains(hcl, bad) {
+			t.Fatalf("policy grants %q:\n%s", bad, hcl)
+		}
+	}
+	if _, err := p.TenantPolicy("../x"); !errors.Is(err, keys.ErrInvalidTenant) {
+		t.Fatalf("TenantPolicy(../x): %v, want ErrInvalidTenant", err)
+	}
+}
+
+func TestTokenRedacted(t *testing.T) {
+	a := admin(t)
+	tenant := "redact-" + strings.ToLower(suffix())
+	if err := a.CreateTenant(t.Context(), tenant); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := a.GrantTenant(t.Context(), tenant, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Secret() == "" || tok.Accessor == "" {
+		t.Fatalf("GrantTenant returned an empty token or accessor")
+	}
+	for _, s := range []string{tok.String(), fmt.Sprintf("%v %+v %#v %s", tok, tok, tok, tok), tok.LogValue().String()} {
+		if strings.Contains(s, tok.Secret()) {
+			t.Fatalf("token printed with its secret: %s", s)
+		}
+	}
+	if !strings.Contains(tok.String(), tok.Accessor) {
+		t.Fatalf("token String() %q does not show the accessor", tok)
+	}
+}
+
+// TestUpsertDisabled checks that after a shred an encrypt with an admin
+// token cannot re-create the key: Vault's transit would otherwise create a
+// missing key on encrypt.
+func TestUpsertDisabled(t *testing.T) {
+	ctx := t.Context()
+	a := admin(t)
+	tenant := "upsert-" + strings.ToLower(suffix())
+	if _, _, err := a.Wrap(ctx, tenant, []byte("dek"), nil); !errors.Is(err, keys.ErrUnknownTenant) {
+		t.Fatalf("Wrap for a tenant never created: %v, want ErrUnknownTenant", err)
+	}
+	if _, err := a.Tenant(ctx, tenant); !errors.Is(err, keys.ErrUnknownTenant) {
+		t.Fatalf("Tenant after a Wrap for a tenant never created: %v; the Wrap must not create a key", err)
+	}
+}
+
+func suffix() string {
+	return rand.Text()[:10]
+}
