@@ -140,11 +140,32 @@ func Open(name string) (*Handle, error) {
 	if !Exists(name) {
 		return nil, fmt.Errorf("%w: %q", ErrNotExist, name)
 	}
-	f, err := os.Open(Path(name))
+	return OpenPath(Path(name))
+}
+
+// OpenPath returns a handle to the namespace at a path: a name under Dir,
+// /proc/PID/ns/net, or a CNI runtime's bind mount.
+func OpenPath(path string) (*Handle, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open namespace %q: %w", name, err)
+		return nil, fmt.Errorf("open namespace %s: %w", path, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || st.Type != unix.NSFS_MAGIC {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is not a namespace", ErrNotExist, path)
 	}
 	return &Handle{f: f}, nil
+}
+
+// ID identifies the namespace: it changes when a pod's namespace is
+// replaced by a new one, even at the same path.
+func (h *Handle) ID() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(h.f.Fd()), &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
 }
 
 // Fd returns the namespace file descriptor, valid until Close.
