@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -70,11 +71,16 @@ func (p *Provider) TenantPolicy(tenant string) (string, error) {
 
 // GrantTenant writes the tenant's policy (replacing an older one) and
 // creates a token holding only it and Vault's default policy (which lets a
-// token look itself up). ttl 0 takes the token store's default. It needs a
-// token that may write policies and create tokens.
+// token look itself up). The token comes from the token role Setup writes,
+// so it is an orphan (revoking the admin's token leaves it alone) and the
+// admin needs no tenant policy itself. ttl 0 takes the token store's
+// default.
 func (p *Provider) GrantTenant(ctx context.Context, tenant string, ttl time.Duration) (Token, error) {
 	hcl, err := p.TenantPolicy(tenant)
 	if err != nil {
+		return Token{}, err
+	}
+	if err := ctxErr(ctx); err != nil {
 		return Token{}, err
 	}
 	name := p.PolicyName(tenant)
@@ -83,14 +89,17 @@ func (p *Provider) GrantTenant(ctx context.Context, tenant string, ttl time.Dura
 	}
 	req := &api.TokenCreateRequest{
 		Policies:    []string{name},
-		DisplayName: "tencrypt-" + tenant,
+		DisplayName: p.cfg.keyPrefix + tenant,
 		Metadata:    map[string]string{"tencrypt-tenant": tenant},
 	}
 	if ttl > 0 {
 		req.TTL = ttl.String()
 	}
-	s, err := p.client.Auth().Token().CreateWithContext(ctx, req)
+	s, err := p.client.Auth().Token().CreateWithRoleWithContext(ctx, req, p.TokenRole())
 	if err != nil {
+		if isStatus(err, http.StatusBadRequest) && responseHas(err, "unknown role") {
+			return Token{}, fmt.Errorf("vault: no token role %s on Vault at %s: run `tencrypt keys init --backend vault` (vault.Provider.Setup) with an operator token first", p.TokenRole(), p.cfg.addr)
+		}
 		return Token{}, p.opErr("create a token for", tenant, err)
 	}
 	if s == nil || s.Auth == nil || s.Auth.ClientToken == "" {
@@ -102,4 +111,69 @@ func (p *Provider) GrantTenant(ctx context.Context, tenant string, ttl time.Dura
 		TTL:      time.Duration(s.Auth.LeaseDuration) * time.Second,
 		secret:   s.Auth.ClientToken,
 	}, nil
+}
+
+// TokenRole is the token role tenant tokens are created with.
+func (p *Provider) TokenRole() string { return p.cfg.keyPrefix + "tenant" }
+
+// AdminPolicy returns the HCL of a policy that lets a token run every
+// KEKProvider operation and GrantTenant, for tencrypt's keys only: a
+// narrower admin than Vault's root token. Setup itself needs more (mounts,
+// token roles), once, with an operator token.
+func (p *Provider) AdminPolicy() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# tencrypt admin: manage the KEKs on %s and issue tenant tokens.\n", p.cfg.mount)
+	rule := func(path, caps string) {
+		fmt.Fprintf(&b, "path %q {\n  capabilities = [%s]\n}\n", path, caps)
+	}
+	keysGlob := p.cfg.keyPrefix + "*"
+	// create and update cover create, config, rotate and trim; delete is
+	// shred; no "create" on encrypt, which would re-create a deleted key.
+	rule(p.path("keys", keysGlob), `"create", "read", "update", "delete"`)
+	rule(p.path("keys"), `"list"`)
+	rule(p.path("encrypt", keysGlob), `"update"`)
+	rule(p.path("decrypt", keysGlob), `"update"`)
+	rule(p.path("rewrap", keysGlob), `"update"`)
+	rule(p.path("config", "keys"), `"read", "update"`)
+	rule("sys/policies/acl/"+p.policyPrefix()+"*", `"create", "read", "update"`)
+	rule("auth/token/create/"+p.TokenRole(), `"update"`)
+	return b.String()
+}
+
+// Setup prepares Vault for tencrypt, idempotently: it enables the transit
+// engine at the configured mount if it is missing, turns off key upsert on
+// it, and writes the token role GrantTenant uses (orphan tokens, allowed
+// only policies named <prefix>tenant-*). It needs an operator token (mounts
+// and token roles); `tencrypt keys init --backend vault` runs it.
+func (p *Provider) Setup(ctx context.Context) error {
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	m, err := p.client.Sys().GetMountWithContext(ctx, p.cfg.mount)
+	switch {
+	case err == nil && m.Type != "transit":
+		return fmt.Errorf("%w: mount %s on Vault at %s is a %q engine, not transit: pick another vault.mount", ErrConfig, p.cfg.mount, p.cfg.addr, m.Type)
+	case err != nil && !isStatus(err, http.StatusBadRequest) && !isStatus(err, http.StatusNotFound):
+		return p.opErr("read the mount", "", err)
+	case err != nil:
+		if err := p.client.Sys().MountWithContext(ctx, p.cfg.mount, &api.MountInput{
+			Type:        "transit",
+			Description: "tencrypt tenant KEKs",
+		}); err != nil {
+			return p.opErr("enable transit at", "", err)
+		}
+	}
+	p.noUpsert.Store(false)
+	if err := p.disableUpsert(ctx); err != nil {
+		return err
+	}
+	if _, err := p.client.Logical().WriteWithContext(ctx, "auth/token/roles/"+p.TokenRole(), map[string]any{
+		"allowed_policies_glob": []string{p.policyPrefix() + "*"},
+		"orphan":                true,
+		"renewable":             true,
+		"token_type":            "service",
+	}); err != nil {
+		return p.opErr("write the token role "+p.TokenRole()+" on", "", err)
+	}
+	return nil
 }

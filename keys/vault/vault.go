@@ -524,28 +524,6 @@ func (p *Provider) Close() error {
 	return nil
 }
 
-// EnsureMount enables the transit engine at the configured mount if it is
-// missing, and turns off key upsert on it. It needs a token that may manage
-// mounts (sys/mounts); `tencrypt keys init --backend vault` runs it.
-func (p *Provider) EnsureMount(ctx context.Context) error {
-	m, err := p.client.Sys().GetMountWithContext(ctx, p.cfg.mount)
-	switch {
-	case err == nil && m.Type != "transit":
-		return fmt.Errorf("%w: mount %s on Vault at %s is a %q engine, not transit: pick another vault.mount", ErrConfig, p.cfg.mount, p.cfg.addr, m.Type)
-	case err != nil && !isStatus(err, http.StatusBadRequest) && !isStatus(err, http.StatusNotFound):
-		return p.opErr("read the mount", "", err)
-	case err != nil:
-		if err := p.client.Sys().MountWithContext(ctx, p.cfg.mount, &api.MountInput{
-			Type:        "transit",
-			Description: "tencrypt tenant KEKs",
-		}); err != nil {
-			return p.opErr("enable transit at", "", err)
-		}
-	}
-	p.noUpsert.Store(false)
-	return p.disableUpsert(ctx)
-}
-
 // disableUpsert turns off transit's create-on-encrypt for the mount, once
 // per provider, so an encrypt can never re-create a shredded tenant's key.
 func (p *Provider) disableUpsert(ctx context.Context) error {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
+
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/keys/keystest"
 	"github.com/tencrypt/tencrypt/keys/vault"
@@ -54,8 +56,8 @@ func provider(t *testing.T, s *vaulttest.Server, token string) *vault.Provider {
 func admin(t *testing.T) *vault.Provider {
 	t.Helper()
 	p := provider(t, server, server.RootToken)
-	if err := p.EnsureMount(t.Context()); err != nil {
-		t.Fatalf("EnsureMount: %v", err)
+	if err := p.Setup(t.Context()); err != nil {
+		t.Fatalf("Setup: %v", err)
 	}
 	return p
 }
@@ -75,6 +77,40 @@ func TestConformance(t *testing.T) {
 	keystest.Run(t, keystest.Harness{
 		Admin:     func(t *testing.T) keys.KEKProvider { return admin(t) },
 		ForTenant: func(t *testing.T, tenant string) keys.KEKProvider { return tenantProvider(t, tenant) },
+	})
+}
+
+// policyAdmin returns a provider whose token holds only AdminPolicy, not
+// root: the documented admin policy must be enough for everything.
+func policyAdmin(t *testing.T) *vault.Provider {
+	t.Helper()
+	root := admin(t)
+	c, err := api.NewClient(&api.Config{Address: server.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(server.RootToken)
+	if err := c.Sys().PutPolicyWithContext(t.Context(), "tencrypt-admin", root.AdminPolicy()); err != nil {
+		t.Fatalf("writing the admin policy: %v", err)
+	}
+	s, err := c.Auth().Token().CreateWithContext(t.Context(), &api.TokenCreateRequest{Policies: []string{"tencrypt-admin"}, TTL: "1h"})
+	if err != nil {
+		t.Fatalf("creating an admin token: %v", err)
+	}
+	return provider(t, server, s.Auth.ClientToken)
+}
+
+func TestConformancePolicyAdmin(t *testing.T) {
+	a := policyAdmin(t)
+	keystest.Run(t, keystest.Harness{
+		Admin: func(*testing.T) keys.KEKProvider { return a },
+		ForTenant: func(t *testing.T, tenant string) keys.KEKProvider {
+			tok, err := a.GrantTenant(t.Context(), tenant, time.Hour)
+			if err != nil {
+				t.Fatalf("GrantTenant(%q) with the admin policy: %v", tenant, err)
+			}
+			return provider(t, server, tok.Secret())
+		},
 	})
 }
 
