@@ -63,8 +63,8 @@ func (k *privateKey) zero() { clear(k[:]) }
 
 const redacted = "[redacted]"
 
-func (privateKey) String() string      { return redacted }
-func (privateKey) GoString() string    { return redacted }
+func (privateKey) String() string       { return redacted }
+func (privateKey) GoString() string     { return redacted }
 func (privateKey) LogValue() slog.Value { return slog.StringValue(redacted) }
 
 // PresharedKey is a tenant's WireGuard pre-shared key: every pod of the
@@ -76,7 +76,9 @@ type PresharedKey [KeySize]byte
 func (k *PresharedKey) Zero() { clear(k[:]) }
 
 // Equal compares in constant time.
-func (k *PresharedKey) Equal(o *PresharedKey) bool { return subtle.ConstantTimeCompare(k[:], o[:]) == 1 }
+func (k *PresharedKey) Equal(o *PresharedKey) bool {
+	return subtle.ConstantTimeCompare(k[:], o[:]) == 1
+}
 
 func (PresharedKey) String() string       { return redacted }
 func (PresharedKey) GoString() string     { return redacted }
