@@ -155,6 +155,14 @@ func TestRewrap(t *testing.T) {
 	if _, _, err := tp.Rewrap(ctx, tenant, v2, ct2, []byte("other")); !errors.Is(err, keys.ErrAuth) {
 		t.Fatalf("Rewrap with other aad: %v, want ErrAuth", err)
 	}
+	// Retire pins min_encryption_version to the then-current version; a
+	// later rotation must still move Wrap to the new one.
+	if v, err := a.Rotate(ctx, tenant); err != nil || v != 3 {
+		t.Fatalf("Rotate after Retire: %d, %v; want 3", v, err)
+	}
+	if v, _, err := tp.Wrap(ctx, tenant, pt, aad); err != nil || v != 3 {
+		t.Fatalf("Wrap after Retire and Rotate: version %d, %v; want 3", v, err)
+	}
 }
 
 func TestWrongToken(t *testing.T) {
