@@ -104,14 +104,29 @@ func (w *WrappedKey) UnmarshalBinary(b []byte) error {
 	if len(b) > MaxWrappedKeySize {
 		return blobError(ErrMalformed, fmt.Sprintf("%d bytes, more than the %d-byte maximum", len(b), MaxWrappedKeySize), b)
 	}
+	out, n, err := ParseWrappedKey(b)
+	if err != nil {
+		return err
+	}
+	if n != len(b) {
+		return blobError(ErrMalformed, fmt.Sprintf("%d trailing bytes after the ciphertext", len(b)-n), b)
+	}
+	*w = out
+	return nil
+}
+
+// ParseWrappedKey parses the blob at the start of b, which may continue
+// with other data (a blob embedded in a file header), and returns it and its
+// length. Its checks are UnmarshalBinary's except for trailing bytes.
+func ParseWrappedKey(b []byte) (WrappedKey, int, error) {
 	if !IsWrappedKey(b) {
-		return blobError(ErrMalformed, "not a tencrypt wrapped key (wrong magic)", b)
+		return WrappedKey{}, 0, blobError(ErrMalformed, "not a tencrypt wrapped key (wrong magic)", b)
 	}
 	if len(b) < 5 {
-		return blobError(ErrMalformed, "truncated after the magic", b)
+		return WrappedKey{}, 0, blobError(ErrMalformed, "truncated after the magic", b)
 	}
 	if b[4] != WrappedKeyVersion {
-		return blobError(ErrUnknownFormat, fmt.Sprintf("format version %d (this tencrypt reads version %d)", b[4], WrappedKeyVersion), b)
+		return WrappedKey{}, 0, blobError(ErrUnknownFormat, fmt.Sprintf("format version %d (this tencrypt reads version %d)", b[4], WrappedKeyVersion), b)
 	}
 	rest := b[5:]
 	field := func(name string, maxLen int) (string, error) {
@@ -132,32 +147,28 @@ func (w *WrappedKey) UnmarshalBinary(b []byte) error {
 	var out WrappedKey
 	var err error
 	if out.Provider, err = field("provider name", MaxProviderName); err != nil {
-		return err
+		return WrappedKey{}, 0, err
 	}
 	if out.Tenant, err = field("tenant", 63); err != nil {
-		return err
+		return WrappedKey{}, 0, err
 	}
 	if out.Purpose, err = field("purpose", MaxPurpose); err != nil {
-		return err
+		return WrappedKey{}, 0, err
 	}
 	if len(rest) < 6 {
-		return blobError(ErrMalformed, "truncated before the ciphertext", b)
+		return WrappedKey{}, 0, blobError(ErrMalformed, "truncated before the ciphertext", b)
 	}
 	out.KEKVersion = binary.BigEndian.Uint32(rest)
 	n := int(binary.BigEndian.Uint16(rest[4:]))
 	rest = rest[6:]
-	switch {
-	case n > len(rest):
-		return blobError(ErrMalformed, fmt.Sprintf("truncated: ciphertext of %d bytes announced, %d present", n, len(rest)), b)
-	case n < len(rest):
-		return blobError(ErrMalformed, fmt.Sprintf("%d trailing bytes after the ciphertext", len(rest)-n), b)
+	if n > len(rest) {
+		return WrappedKey{}, 0, blobError(ErrMalformed, fmt.Sprintf("truncated: ciphertext of %d bytes announced, %d present", n, len(rest)), b)
 	}
-	out.Ciphertext = append([]byte(nil), rest...)
+	out.Ciphertext = append([]byte(nil), rest[:n]...)
 	if err := out.Validate(); err != nil {
-		return err
+		return WrappedKey{}, 0, err
 	}
-	*w = out
-	return nil
+	return out, len(b) - len(rest) + n, nil
 }
 
 // bindingAD is the associated data every backend authenticates with a

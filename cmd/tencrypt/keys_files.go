@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/tencrypt/tencrypt/keys"
+)
+
+// readBlob reads a wrapped-key blob file.
+func readBlob(path string) (keys.WrappedKey, error) {
+	var wk keys.WrappedKey
+	f, err := os.Open(path)
+	if err != nil {
+		return wk, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, keys.MaxWrappedKeySize+1))
+	if err != nil {
+		return wk, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := wk.UnmarshalBinary(b); err != nil {
+		return wk, fmt.Errorf("%s: %w", path, err)
+	}
+	return wk, nil
+}
+
+// replaceFile writes data over path atomically, keeping path's mode: a
+// temporary file in the same directory (O_EXCL), fsync, rename, fsync of
+// the directory. A crash leaves the old or the new content, never a mix.
+func replaceFile(path string, data []byte) (err error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	dir := filepath.Dir(path)
+	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// blobRef is a wrapped key found in a file.
+type blobRef struct {
+	File       string `json:"file"`
+	Offset     int    `json:"offset"`
+	Tenant     string `json:"tenant"`
+	Purpose    string `json:"purpose"`
+	KEKVersion uint32 `json:"key_version"`
+}
+
+// scanHead is how much of each file scanBlobs searches: wrapped keys sit in
+// blob files or in the headers of encrypted files.
+const scanHead = 64 << 10
+
+// scanBlobs walks paths (files or directories) and returns every wrapped
+// key of provider found at the start of regular files.
+func scanBlobs(paths []string, provider string) ([]blobRef, int, error) {
+	var refs []blobRef
+	files := 0
+	magic := []byte("TCWK")
+	for _, root := range paths {
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if !d.Type().IsRegular() {
+				return nil
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			head, err := io.ReadAll(io.LimitReader(f, scanHead))
+			f.Close()
+			if err != nil {
+				return err
+			}
+			files++
+			for off := 0; ; {
+				i := bytes.Index(head[off:], magic)
+				if i < 0 {
+					break
+				}
+				off += i
+				if wk, n, err := keys.ParseWrappedKey(head[off:]); err == nil && wk.Provider == provider {
+					refs = append(refs, blobRef{File: path, Offset: off, Tenant: wk.Tenant, Purpose: wk.Purpose, KEKVersion: wk.KEKVersion})
+					off += n
+					continue
+				}
+				off++
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, fs.SkipAll) {
+			return nil, files, fmt.Errorf("scan %s: %w", root, err)
+		}
+	}
+	return refs, files, nil
+}
