@@ -87,12 +87,27 @@ func (b *builder) close() {
 }
 
 func (b *builder) createNamespaces() error {
-	b.handles = map[string]*netlink.Handle{}
-	b.fds = map[string]*netns.Handle{}
 	for _, name := range b.plan.Namespaces() {
 		if err := netns.Create(name); err != nil {
 			return err
 		}
+		if err := b.open(name); err != nil {
+			return err
+		}
+		if err := setUp(b.handles[name], "lo"); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// open takes a file and a netlink handle on existing namespaces.
+func (b *builder) open(names ...string) error {
+	if b.handles == nil {
+		b.handles = map[string]*netlink.Handle{}
+		b.fds = map[string]*netns.Handle{}
+	}
+	for _, name := range names {
 		fd, err := netns.Open(name)
 		if err != nil {
 			return err
@@ -103,9 +118,6 @@ func (b *builder) createNamespaces() error {
 			return fmt.Errorf("netlink in %s: %w", name, err)
 		}
 		b.handles[name] = h
-		if err := setUp(h, "lo"); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
 	}
 	return nil
 }

@@ -196,8 +196,10 @@ func (m *Manager) teardownLocked(name string) ([]string, error) {
 	if len(errs) > 0 {
 		return removed, errors.Join(errs...)
 	}
-	if err := os.Remove(m.statePath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return removed, err
+	for _, f := range []string{m.statePath(name), m.Registry(name).path()} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return removed, err
+		}
 	}
 	return removed, nil
 }
@@ -216,6 +218,56 @@ func (m *Manager) Status(name string) (*State, []string, error) {
 		}
 	}
 	return st, missing, nil
+}
+
+// RestartPod replaces a pod's network namespace with a new, empty one wired
+// as before (same address, same bridge port), as when Kubernetes restarts a
+// pod's sandbox. Anything inside the old namespace (a tunnel, a guard) is
+// gone from the pod's point of view.
+func (m *Manager) RestartPod(_ context.Context, labName, pod string) error {
+	unlock, err := m.lock(labName)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := m.readState(labName)
+	if err != nil {
+		return err
+	}
+	p, ok := st.Plan.Pod(pod)
+	if !ok {
+		return fmt.Errorf("%w: %q in lab %q", ErrUnknownTarget, pod, labName)
+	}
+	node, _ := st.Plan.Node(p.Node)
+	b := &builder{plan: st.Plan}
+	defer b.close()
+	if err := b.open(node.NetNS); err != nil {
+		return err
+	}
+	// Someone (an agent) may still hold the old namespace open, which keeps
+	// its veth pair alive: remove the pair from the node's end.
+	if l, err := b.handles[node.NetNS].LinkByName(p.HostVeth); err == nil {
+		if err := b.handles[node.NetNS].LinkDel(l); err != nil {
+			return fmt.Errorf("remove old veth of %s: %w", pod, err)
+		}
+	}
+	if err := netns.Delete(p.NetNS); err != nil {
+		return err
+	}
+	if err := netns.Create(p.NetNS); err != nil {
+		return err
+	}
+	if err := b.open(p.NetNS); err != nil {
+		return err
+	}
+	if err := setUp(b.handles[p.NetNS], "lo"); err != nil {
+		return err
+	}
+	if err := b.pod(p); err != nil {
+		return fmt.Errorf("rewire %s: %w", pod, err)
+	}
+	m.log.Info("pod restarted with a new network namespace", "lab", labName, "pod", pod)
+	return nil
 }
 
 // Command returns a command running argv inside a pod or node of a lab
@@ -269,23 +321,7 @@ func (m *Manager) writeState(st *State) error {
 	if err := os.MkdirAll(m.stateDir, 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(m.stateDir, "."+st.Plan.Name+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), m.statePath(st.Plan.Name))
+	return writeFileAtomic(m.statePath(st.Plan.Name), data)
 }
 
 // lock takes the lab's lock file, so that two up or down runs on one lab

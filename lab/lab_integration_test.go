@@ -293,3 +293,40 @@ func TestUpFailureRollsBack(t *testing.T) {
 		t.Errorf("status after failed up: %v, want ErrNotUp", err)
 	}
 }
+
+func TestRestartPod(t *testing.T) {
+	ctx := context.Background()
+	m, topo := newTestLab(t)
+	plan, err := m.Up(ctx, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := plan.Pods[1]
+	old, err := netns.Open(p.NetNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Holding the old namespace open, as an agent would, must not stop the
+	// restart.
+	defer old.Close()
+	oldID, _ := old.ID()
+	if err := m.RestartPod(ctx, topo.Name, p.Name); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := netns.Open(p.NetNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if id, _ := fresh.ID(); id == oldID {
+		t.Error("the pod kept its namespace")
+	}
+	s, err := m.Serve(topo.Name, p.Name, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := m.Probe(ctx, topo.Name, "blue-2a", "tcp", fmt.Sprintf("%s:8080", p.IP)); err != nil || got != p.Name {
+		t.Errorf("after restart, probe = %q, %v", got, err)
+	}
+}

@@ -1,0 +1,160 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tencrypt/tencrypt/transit/netns"
+	"github.com/tencrypt/tencrypt/transit/registry"
+)
+
+// Registry is the transit registry of a lab: pods and Services come from the
+// lab's plan; published keys and enrolled tenants are kept in a file beside
+// the lab's state, shared by the agents of all its nodes.
+type Registry struct {
+	m   *Manager
+	lab string
+}
+
+var _ registry.Registry = (*Registry)(nil)
+
+// Registry returns the transit registry of the named lab.
+func (m *Manager) Registry(labName string) *Registry { return &Registry{m: m, lab: labName} }
+
+// transitState is the registry file.
+type transitState struct {
+	Keys    map[string]registry.PodKey `json:"keys"`
+	Tenants map[string]registry.Tenant `json:"tenants"`
+}
+
+func (r *Registry) path() string { return filepath.Join(r.m.stateDir, r.lab+".transit.json") }
+
+// Snapshot implements registry.Registry.
+func (r *Registry) Snapshot(context.Context) (*registry.Snapshot, error) {
+	st, err := r.m.readState(r.lab)
+	if err != nil {
+		return nil, err
+	}
+	if st.Phase != PhaseUp {
+		return nil, fmt.Errorf("lab %q is still being built", r.lab)
+	}
+	ts, err := r.read()
+	if err != nil {
+		return nil, err
+	}
+	snap := &registry.Snapshot{Keys: ts.Keys, Tenants: ts.Tenants}
+	for _, p := range st.Plan.Pods {
+		snap.Pods = append(snap.Pods, registry.Pod{
+			Name: p.Name, Tenant: p.Tenant, Node: p.Node, IP: p.IP, NetNS: netns.Path(p.NetNS),
+		})
+	}
+	for _, s := range st.Plan.Services {
+		svc := registry.Service{Tenant: s.Tenant, Name: s.Name, VIP: s.VIP, Backends: s.Backends}
+		for _, sp := range s.Ports {
+			svc.Ports = append(svc.Ports, registry.Port{Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
+		}
+		snap.Services = append(snap.Services, svc)
+	}
+	return snap, nil
+}
+
+// PublishKey implements registry.Registry.
+func (r *Registry) PublishKey(_ context.Context, k registry.PodKey) error {
+	st, err := r.m.readState(r.lab)
+	if err != nil {
+		return err
+	}
+	if _, ok := st.Plan.Pod(k.Pod); !ok {
+		return fmt.Errorf("%w: %q in lab %q", registry.ErrUnknownPod, k.Pod, r.lab)
+	}
+	if k.Published.IsZero() {
+		k.Published = time.Now().UTC()
+	}
+	return r.update(func(ts *transitState) { ts.Keys[k.Pod] = k })
+}
+
+// WithdrawKey implements registry.Registry.
+func (r *Registry) WithdrawKey(_ context.Context, pod string) error {
+	return r.update(func(ts *transitState) { delete(ts.Keys, pod) })
+}
+
+// SetTenantKey implements registry.Registry.
+func (r *Registry) SetTenantKey(_ context.Context, tenant string, blob []byte) error {
+	return r.update(func(ts *transitState) { ts.Tenants[tenant] = registry.Tenant{PSK: blob} })
+}
+
+func (r *Registry) read() (*transitState, error) {
+	ts := &transitState{Keys: map[string]registry.PodKey{}, Tenants: map[string]registry.Tenant{}}
+	data, err := os.ReadFile(r.path())
+	if errors.Is(err, os.ErrNotExist) {
+		return ts, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, ts); err != nil {
+		return nil, fmt.Errorf("lab registry %s is corrupt: %w", r.path(), err)
+	}
+	if ts.Keys == nil {
+		ts.Keys = map[string]registry.PodKey{}
+	}
+	if ts.Tenants == nil {
+		ts.Tenants = map[string]registry.Tenant{}
+	}
+	return ts, nil
+}
+
+// update changes the registry file under its lock (agents of several nodes
+// write it) and replaces it atomically.
+func (r *Registry) update(fn func(*transitState)) error {
+	if err := os.MkdirAll(r.m.stateDir, 0o755); err != nil {
+		return err
+	}
+	lf, err := os.OpenFile(r.path()+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
+		return err
+	}
+	ts, err := r.read()
+	if err != nil {
+		return err
+	}
+	fn(ts)
+	data, err := json.MarshalIndent(ts, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(r.path(), data)
+}
+
+// writeFileAtomic replaces path with data: a crash leaves the old or the
+// new content, never a mix.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

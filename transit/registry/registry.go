@@ -1,0 +1,117 @@
+// Package registry is the transit plane's view of the cluster: which pods
+// exist, on which node, in which tenant and at which address; the tenants'
+// Services; the public keys the agents publish for their pods; and each
+// enrolled tenant's wrapped pre-shared key.
+//
+// The lab implements Registry over its state directory; a Kubernetes
+// implementation reads pods and Services from the API server. Agents only
+// read snapshots and publish keys, so an implementation needs no watch: the
+// agent polls.
+package registry
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// ErrUnknownPod: PublishKey for a pod the registry does not list.
+var ErrUnknownPod = errors.New("unknown pod")
+
+// Registry is the source of truth for the agents. Implementations are safe
+// for concurrent use, including by agents in several processes.
+type Registry interface {
+	// Snapshot returns the current state. The caller owns the result.
+	Snapshot(ctx context.Context) (*Snapshot, error)
+	// PublishKey records the key an agent generated for a pod it serves,
+	// replacing any earlier one.
+	PublishKey(ctx context.Context, k PodKey) error
+	// WithdrawKey removes a pod's key (the agent stopped serving it).
+	// Withdrawing a key that is not there is not an error.
+	WithdrawKey(ctx context.Context, pod string) error
+	// SetTenantKey enrolls a tenant in transit encryption, or replaces its
+	// pre-shared key after a rotation: blob is a keys.WrappedKey with
+	// purpose PSKPurpose, marshalled.
+	SetTenantKey(ctx context.Context, tenant string, blob []byte) error
+}
+
+// PSKPurpose is the keys purpose of a tenant's transit pre-shared key.
+const PSKPurpose = "transit-psk"
+
+// Snapshot is the cluster at one moment.
+type Snapshot struct {
+	Pods     []Pod     `json:"pods"`
+	Services []Service `json:"services"`
+	// Keys are the published pod keys, by pod name.
+	Keys map[string]PodKey `json:"keys"`
+	// Tenants are the enrolled tenants, by name.
+	Tenants map[string]Tenant `json:"tenants"`
+}
+
+// Pod is a pod as the transit plane needs it.
+type Pod struct {
+	// Name is unique in the cluster ("namespace/name" on Kubernetes).
+	Name   string     `json:"name"`
+	Tenant string     `json:"tenant"`
+	Node   string     `json:"node"`
+	IP     netip.Addr `json:"ip"`
+	// NetNS is the path of the pod's network namespace, meaningful on its
+	// node only.
+	NetNS string `json:"netns"`
+}
+
+// Service is a tenant's ClusterIP Service.
+type Service struct {
+	Tenant   string       `json:"tenant"`
+	Name     string       `json:"name"`
+	VIP      netip.Addr   `json:"vip"`
+	Ports    []Port       `json:"ports"`
+	Backends []netip.Addr `json:"backends"`
+}
+
+// Port is one port of a Service.
+type Port struct {
+	Protocol   string `json:"protocol"`
+	Port       uint16 `json:"port"`
+	TargetPort uint16 `json:"target_port"`
+}
+
+// PodKey is a pod's published WireGuard identity.
+type PodKey struct {
+	Pod string `json:"pod"`
+	// PublicKey is base64, as `wg` prints it.
+	PublicKey string         `json:"public_key"`
+	Endpoint  netip.AddrPort `json:"endpoint"`
+	// Node is the agent's node; Published is when.
+	Node      string    `json:"node"`
+	Published time.Time `json:"published"`
+}
+
+// Tenant is an enrolled tenant.
+type Tenant struct {
+	// PSK is the tenant's pre-shared key, wrapped under its KEK.
+	PSK []byte `json:"psk"`
+}
+
+// TenantPods returns the pods of one tenant.
+func (s *Snapshot) TenantPods(tenant string) []Pod {
+	var out []Pod
+	for _, p := range s.Pods {
+		if p.Tenant == tenant {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TenantServices returns the Services of one tenant.
+func (s *Snapshot) TenantServices(tenant string) []Service {
+	var out []Service
+	for _, svc := range s.Services {
+		if svc.Tenant == tenant {
+			out = append(out, svc)
+		}
+	}
+	return out
+}
