@@ -1,0 +1,246 @@
+package format
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/tencrypt/tencrypt/keys"
+)
+
+// Storage is what File needs of the file holding the ciphertext; *os.File
+// has it.
+type Storage interface {
+	io.ReaderAt
+	io.WriterAt
+	Truncate(size int64) error
+}
+
+// File is read and write random access to an encrypted file, for the FUSE
+// mount. A write re-seals only the blocks it touches, each with a fresh
+// nonce (read-modify-write for a partial block), and moves the final flag
+// when the file grows or shrinks. Growing past the end writes sealed zero
+// blocks: a hole is never stored as zeros on disk, so a zeroed region of
+// ciphertext is detected instead of read back as zeros. File is not safe
+// for concurrent use: the caller serialises calls (one lock per open file).
+type File struct {
+	s    Storage
+	keys *fileKeys
+	hdr  *Header
+	ad   blockAD
+	path string
+	size int64 // plaintext size
+
+	pt  [BlockSize]byte // one block of plaintext
+	out []byte          // sealed blocks gathered for one WriteAt
+}
+
+// CreateFile writes a new empty encrypted file to s (header and the empty
+// final block) under dek, wrapped as wk, and truncates s to that size.
+func CreateFile(s Storage, dek *keys.DEK, wk keys.WrappedKey, opts ...Option) (*File, error) {
+	o := getOptions(opts)
+	w, err := NewWriter(io.Discard, dek, wk, opts...)
+	if err != nil {
+		return nil, err
+	}
+	f := &File{s: s, keys: w.keys, hdr: w.hdr, ad: w.ad, path: o.path}
+	f.out = make([]byte, 0, writeBatch*SealedBlockSize)
+	if _, err := s.WriteAt(f.hdr.Bytes(), 0); err != nil {
+		return nil, fmt.Errorf("%s: write the header: %w", displayPath(f.path), err)
+	}
+	if err := f.writeBlocks(0, 0, nil); err != nil {
+		return nil, err
+	}
+	if err := s.Truncate(CiphertextSize(f.hdr.Size(), 0)); err != nil {
+		return nil, fmt.Errorf("%s: %w", displayPath(f.path), err)
+	}
+	return f, nil
+}
+
+// OpenFile opens the size-byte encrypted file in s: it reads the header,
+// unwraps the key and checks the header's seal.
+func OpenFile(s Storage, size int64, unwrap Unwrapper, opts ...Option) (*File, error) {
+	r, err := OpenReaderAt(s, size, unwrap, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &File{s: s, keys: r.keys, hdr: r.hdr, ad: r.ad, path: r.path, size: r.size,
+		out: make([]byte, 0, writeBatch*SealedBlockSize)}, nil
+}
+
+// Size is the plaintext size.
+func (f *File) Size() int64 { return f.size }
+
+// Header returns the file's header.
+func (f *File) Header() *Header { return f.hdr }
+
+// lastOf is the number of the final block of a file of size bytes.
+func lastOf(size int64) int64 { return max(0, (size+BlockSize-1)/BlockSize-1) }
+
+// blockOffset is where block b starts in the file.
+func (f *File) blockOffset(b int64) int64 { return int64(f.hdr.Size()) + b*SealedBlockSize }
+
+// readBlock reads and opens block b of the current file into f.pt and
+// returns its plaintext.
+func (f *File) readBlock(b int64) ([]byte, error) {
+	n := min(BlockSize, f.size-b*BlockSize) + BlockOverhead
+	buf := make([]byte, n)
+	if m, err := f.s.ReadAt(buf, f.blockOffset(b)); int64(m) < n {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("%s: read block %d: %w", displayPath(f.path), b, err)
+	}
+	pt, err := f.keys.content.OpenBlock(f.pt[:0], buf, f.ad.set(b, b == lastOf(f.size)))
+	if err != nil {
+		return nil, &CorruptError{Path: f.path, Block: b, Reason: reasonAuth}
+	}
+	return pt, nil
+}
+
+// ReadAt reads plaintext as ReaderAt.ReadAt does.
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("format: ReadAt at negative offset %d", off)
+	}
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		if pos >= f.size {
+			return n, io.EOF
+		}
+		b := pos / BlockSize
+		pt, err := f.readBlock(b)
+		if err != nil {
+			return n, err
+		}
+		n += copy(p[n:], pt[pos-b*BlockSize:])
+	}
+	return n, nil
+}
+
+// WriteAt writes p at off, growing the file with zeros if off is past its
+// end.
+func (f *File) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("format: WriteAt at negative offset %d", off)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if err := f.writeBlocks(off, off+int64(len(p)), p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Truncate changes the plaintext size, zero-filling when it grows.
+func (f *File) Truncate(size int64) error {
+	switch {
+	case size < 0:
+		return fmt.Errorf("format: Truncate to negative size %d", size)
+	case size > f.size:
+		return f.writeBlocks(f.size, size, nil)
+	case size == f.size:
+		return nil
+	}
+	last := lastOf(size)
+	var pt []byte
+	if size > 0 {
+		var err error
+		if pt, err = f.readBlock(last); err != nil {
+			return err
+		}
+		pt = pt[:size-last*BlockSize]
+	}
+	// Seal the new last block as final before cutting: a crash in between
+	// leaves a final block in the middle, which readers reject.
+	f.out = f.out[:0]
+	out, err := f.keys.content.SealBlock(f.out, pt, f.ad.set(last, true))
+	if err != nil {
+		return err
+	}
+	f.out = out
+	if _, err := f.s.WriteAt(f.out, f.blockOffset(last)); err != nil {
+		return fmt.Errorf("%s: write block %d: %w", displayPath(f.path), last, err)
+	}
+	if err := f.s.Truncate(CiphertextSize(f.hdr.Size(), size)); err != nil {
+		return fmt.Errorf("%s: %w", displayPath(f.path), err)
+	}
+	f.size = size
+	return nil
+}
+
+// writeBlocks makes the plaintext range [off, end) hold p (zeros if p is
+// nil) and re-seals every block that changes: the blocks of the range, and
+// when the file grows, its old last block (no longer final, zero-padded)
+// and the zero blocks between. Partial blocks are read, authenticated and
+// merged first.
+func (f *File) writeBlocks(off, end int64, p []byte) error {
+	newSize := max(f.size, end)
+	oldLast, newLast := lastOf(f.size), lastOf(newSize)
+	first := off / BlockSize
+	if newSize > f.size {
+		first = min(first, oldLast)
+	}
+	lastTouched := newLast
+	if newSize == f.size {
+		lastTouched = (end - 1) / BlockSize
+	}
+	f.out = f.out[:0]
+	start := first
+	for b := first; b <= lastTouched; b++ {
+		bStart := b * BlockSize
+		bLen := min(BlockSize, newSize-bStart)
+		// What the write covers of this block.
+		ws, we := max(off, bStart)-bStart, min(end, bStart+bLen)-bStart
+		pt := f.pt[:bLen]
+		if ws > 0 || we < bLen {
+			// A partial write: keep the block's current content.
+			var cur []byte
+			if bStart < f.size {
+				var err error
+				if cur, err = f.readBlock(b); err != nil {
+					return err
+				}
+			}
+			clear(pt[len(cur):])
+		}
+		if ws < we {
+			if p == nil {
+				clear(pt[ws:we])
+			} else {
+				copy(pt[ws:we], p[bStart+ws-off:])
+			}
+		}
+		if cap(f.out)-len(f.out) < SealedBlockSize {
+			if err := f.flush(start); err != nil {
+				return err
+			}
+			start = b
+		}
+		out, err := f.keys.content.SealBlock(f.out, pt, f.ad.set(b, b == newLast))
+		if err != nil {
+			return err
+		}
+		f.out = out
+	}
+	if err := f.flush(start); err != nil {
+		return err
+	}
+	clear(f.pt[:])
+	f.size = newSize
+	return nil
+}
+
+// flush writes the gathered sealed blocks, the first of which is block b.
+func (f *File) flush(b int64) error {
+	if len(f.out) == 0 {
+		return nil
+	}
+	if _, err := f.s.WriteAt(f.out, f.blockOffset(b)); err != nil {
+		return fmt.Errorf("%s: write block %d: %w", displayPath(f.path), b, err)
+	}
+	f.out = f.out[:0]
+	return nil
+}
