@@ -124,6 +124,9 @@ func (p *Provider) Name() string { return Name }
 // Addr is the Vault address the provider talks to.
 func (p *Provider) Addr() string { return p.cfg.addr }
 
+// Mount is the path of the transit engine.
+func (p *Provider) Mount() string { return p.cfg.mount }
+
 // KeyName is the transit key holding tenant's KEK versions.
 func (p *Provider) KeyName(tenant string) string { return p.cfg.keyPrefix + tenant }
 
