@@ -98,7 +98,7 @@ func (p *Provider) GrantTenant(ctx context.Context, tenant string, ttl time.Dura
 	s, err := p.client.Auth().Token().CreateWithRoleWithContext(ctx, req, p.TokenRole())
 	if err != nil {
 		if isStatus(err, http.StatusBadRequest) && responseHas(err, "unknown role") {
-			return Token{}, fmt.Errorf("vault: no token role %s on Vault at %s: run `tencrypt keys init --backend vault` (vault.Provider.Setup) with an operator token first", p.TokenRole(), p.cfg.addr)
+			return Token{}, fmt.Errorf("vault: no token role %s on Vault at %s: run `tencrypt keys vault setup` with an operator token first", p.TokenRole(), p.cfg.addr)
 		}
 		return Token{}, p.opErr("create a token for", tenant, err)
 	}
@@ -144,7 +144,7 @@ func (p *Provider) AdminPolicy() string {
 // engine at the configured mount if it is missing, turns off key upsert on
 // it, and writes the token role GrantTenant uses (orphan tokens, allowed
 // only policies named <prefix>tenant-*). It needs an operator token (mounts
-// and token roles); `tencrypt keys init --backend vault` runs it.
+// and token roles); `tencrypt keys vault setup` runs it.
 func (p *Provider) Setup(ctx context.Context) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
