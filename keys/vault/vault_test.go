@@ -283,3 +283,61 @@ func TestUpsertDisabled(t *testing.T) {
 func suffix() string {
 	return rand.Text()[:10]
 }
+
+// rewrapCounter counts the provider's own rewraps, to show Envelope uses
+// Vault's rewrap rather than unwrapping in this process.
+type rewrapCounter struct {
+	*vault.Provider
+	rewraps, unwraps int
+}
+
+func (c *rewrapCounter) Rewrap(ctx context.Context, tenant string, v uint32, ct, aad []byte) (uint32, []byte, error) {
+	c.rewraps++
+	return c.Provider.Rewrap(ctx, tenant, v, ct, aad)
+}
+
+func (c *rewrapCounter) Unwrap(ctx context.Context, tenant string, v uint32, ct, aad []byte) ([]byte, error) {
+	c.unwraps++
+	return c.Provider.Unwrap(ctx, tenant, v, ct, aad)
+}
+
+type nopAudit struct{}
+
+func (nopAudit) Record(context.Context, keys.AuditRecord) error { return nil }
+
+func TestEnvelope(t *testing.T) {
+	ctx := t.Context()
+	a := admin(t)
+	tenant := "env-" + strings.ToLower(suffix())
+	if err := a.CreateTenant(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	p := &rewrapCounter{Provider: tenantProvider(t, tenant)}
+	env := keys.NewEnvelope(p, nopAudit{}, time.Now)
+	dek, wk, err := env.NewDEK(ctx, tenant, "file")
+	if err != nil {
+		t.Fatalf("NewDEK: %v", err)
+	}
+	if _, err := a.Rotate(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	wk2, err := env.Rewrap(ctx, wk, "file", "test")
+	if err != nil {
+		t.Fatalf("Envelope.Rewrap: %v", err)
+	}
+	if wk2.KEKVersion != 2 || p.rewraps != 1 || p.unwraps != 0 {
+		t.Fatalf("Envelope.Rewrap: version %d, %d provider rewraps, %d unwraps; want 2, 1, 0", wk2.KEKVersion, p.rewraps, p.unwraps)
+	}
+	got, err := env.Unwrap(ctx, wk2, "file", "test")
+	if err != nil {
+		t.Fatalf("Envelope.Unwrap: %v", err)
+	}
+	if !got.Equal(&dek) {
+		t.Fatal("the rewrapped DEK differs")
+	}
+	// The purpose is bound: the blob opens for nothing else.
+	wk2.Purpose = "volume"
+	if _, err := env.Unwrap(ctx, wk2, "volume", "test"); !errors.Is(err, keys.ErrAuth) {
+		t.Fatalf("Unwrap of a blob edited to another purpose: %v, want ErrAuth", err)
+	}
+}
