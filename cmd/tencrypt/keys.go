@@ -77,7 +77,22 @@ print one JSON document on stdout. docs/KEYS.md has the details.`,
 	cmd.PersistentFlags().Bool("json", false, "print one JSON document on stdout instead of text")
 	cmd.AddCommand(newKeysInitCmd(), newKeysCreateCmd(), newKeysRotateCmd(), newKeysListCmd(), newKeysRewrapCmd(),
 		newKeysRetireCmd(), newKeysShredCmd(), newKeysAuditCmd(), newKeysBenchCmd())
+	for _, add := range keysSubcommands {
+		cmd.AddCommand(add())
+	}
 	return cmd
+}
+
+// keysSubcommands is extended (in an init func) by files that add
+// backend-specific commands under "tencrypt keys", e.g. keys_vault.go adding
+// "keys vault ...", so that they need not edit this file. They can use
+// openKeys and withKeys for configuration.
+var keysSubcommands []func() *cobra.Command
+
+// setuper is implemented by backends with a one-time, idempotent set-up
+// (Vault: enable the transit engine, token role ...); keys init runs it.
+type setuper interface {
+	Setup(ctx context.Context) error
 }
 
 func jsonOut(cmd *cobra.Command) bool {
@@ -149,8 +164,10 @@ writes a new random key there if the file does not exist) or by a passphrase
 terminal twice), stretched with Argon2id. init never replaces an existing
 keyring.
 
-For vault and pkcs11, init opens the backend with the configured credentials
-and checks that it answers; it changes nothing.`,
+For other backends, init opens the backend with the configured credentials,
+runs its one-time set-up if it has one (Vault: enable the transit engine and
+the tenant token role, idempotently; docs/VAULT.md) and checks that it
+answers.`,
 		Example: `  tencrypt keys init --local-path /var/lib/tencrypt/keyring --local-key-file /etc/tencrypt/admin.key
   TENCRYPT_LOCAL_PASSPHRASE=... tencrypt keys init --local-path ./keyring --json
   tencrypt keys init --backend vault --vault-addr http://127.0.0.1:8200`,
@@ -166,11 +183,21 @@ and checks that it answers; it changes nothing.`,
 					return err
 				}
 				defer p.Close()
+				s, setup := p.(setuper)
+				if setup {
+					if err := s.Setup(cmd.Context()); err != nil {
+						return err
+					}
+				}
 				if err := p.Health(cmd.Context()); err != nil {
 					return err
 				}
-				return report(cmd, map[string]any{"backend": p.Name(), "ready": true}, func(w io.Writer) {
-					fmt.Fprintf(w, "backend %s answers; nothing to initialise\n", p.Name())
+				return report(cmd, map[string]any{"backend": p.Name(), "ready": true, "setup": setup}, func(w io.Writer) {
+					if setup {
+						fmt.Fprintf(w, "backend %s is set up and answers\n", p.Name())
+					} else {
+						fmt.Fprintf(w, "backend %s answers; nothing to initialise\n", p.Name())
+					}
 				})
 			}
 			return keysInitLocal(cmd, cfg, local.InitOptions{KDFTime: kdfTime, KDFMemoryKiB: kdfMem, KDFThreads: kdfThreads})
