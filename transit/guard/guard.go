@@ -9,8 +9,8 @@
 //     the tunnel interface, accept UDP to the WireGuard port from a peer when
 //     the receiving socket carries the WireGuard fwmark; count and drop any
 //     other packet whose source is a peer (plaintext or forged) or a VIP.
-//   - output (filter, priority filter, so after the DNAT below and the
-//     re-route it causes): accept loopback, accept what leaves by the tunnel
+//   - egress (filter, hook postrouting, so it sees the interface a packet
+//     really leaves by, after the DNAT below re-routed it): accept loopback, accept what leaves by the tunnel
 //     interface, accept the WireGuard socket's own marked UDP; count and drop
 //     any other packet to a peer or to a VIP that was not translated. If the
 //     agent dies and the tunnel interface and its routes go with it, tenant

@@ -14,13 +14,15 @@ const (
 	setVIPs  = "vips"
 )
 
-// Priorities. Input filters before anything else in the pod (raw, -300);
-// output must run after the services chain (-100) because the DNAT there
-// re-routes the packet: only then do daddr and oifname show where it really
-// goes (the backend, through the tunnel).
+// Priorities. Input filters before anything else in the pod (raw, -300).
+// Egress is filtered on the postrouting hook, not output: the DNAT in the
+// services chain re-routes the packet (to the backend, through the tunnel),
+// but every later chain on the output hook still sees the interface chosen
+// before the DNAT, and would drop a translated packet as leaving by eth0.
+// Postrouting sees the final interface.
 const (
 	prioInput    = "raw"
-	prioOutput   = "filter"
+	prioEgress   = "filter"
 	prioServices = "-100" // "dstnat" is only accepted on prerouting
 )
 
@@ -194,7 +196,7 @@ func declare(b *strings.Builder) {
 	fmt.Fprintf(b, "\tset %s { type ipv4_addr; }\n", setPeers)
 	fmt.Fprintf(b, "\tset %s { type ipv4_addr; }\n", setVIPs)
 	fmt.Fprintf(b, "\tchain input { type filter hook input priority %s; policy accept; }\n", prioInput)
-	fmt.Fprintf(b, "\tchain output { type filter hook output priority %s; policy accept; }\n", prioOutput)
+	fmt.Fprintf(b, "\tchain egress { type filter hook postrouting priority %s; policy accept; }\n", prioEgress)
 	fmt.Fprintf(b, "\tchain services { type nat hook output priority %s; policy accept; }\n", prioServices)
 }
 
@@ -224,7 +226,7 @@ func define(b *strings.Builder, p plan) {
 	fmt.Fprintf(b, "\t\tip saddr @%s counter name %q drop\n", setVIPs, CounterVIPIn)
 	b.WriteString("\t}\n")
 
-	fmt.Fprintf(b, "\tchain output {\n\t\ttype filter hook output priority %s; policy accept;\n", prioOutput)
+	fmt.Fprintf(b, "\tchain egress {\n\t\ttype filter hook postrouting priority %s; policy accept;\n", prioEgress)
 	b.WriteString("\t\toif \"lo\" accept\n")
 	fmt.Fprintf(b, "\t\toifname %q accept\n", p.tunnelIf)
 	fmt.Fprintf(b, "\t\tmeta mark %#x udp sport %d accept\n", p.fwMark, p.listenPort)
@@ -235,7 +237,7 @@ func define(b *strings.Builder, p plan) {
 	fmt.Fprintf(b, "\tchain services {\n\t\ttype nat hook output priority %s; policy accept;\n", prioServices)
 	for _, s := range p.services {
 		if len(s.backends) == 0 {
-			continue // left to the output chain's vip-out drop
+			continue // left to the egress chain's vip-out drop
 		}
 		for _, pt := range s.ports {
 			fmt.Fprintf(b, "\t\tip daddr %s %s dport %d dnat ip to ", s.vip, pt.Protocol, pt.Port)

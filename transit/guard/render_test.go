@@ -40,8 +40,8 @@ const emptyDefinition = `table inet tencrypt-guard {
 		ip saddr @peers counter name "plaintext-in" drop
 		ip saddr @vips counter name "vip-in" drop
 	}
-	chain output {
-		type filter hook output priority filter; policy accept;
+	chain egress {
+		type filter hook postrouting priority filter; policy accept;
 		oif "lo" accept
 		oifname "tenc0" accept
 		meta mark 0xca6c udp sport 51820 accept
@@ -67,7 +67,7 @@ func TestRenderEmpty(t *testing.T) {
 	set peers { type ipv4_addr; }
 	set vips { type ipv4_addr; }
 	chain input { type filter hook input priority raw; policy accept; }
-	chain output { type filter hook output priority filter; policy accept; }
+	chain egress { type filter hook postrouting priority filter; policy accept; }
 	chain services { type nat hook output priority -100; policy accept; }
 }
 flush table inet tencrypt-guard
