@@ -73,7 +73,7 @@ type Tunnel struct {
 	mtu   int
 	log   *slog.Logger
 
-	mu    sync.Mutex // guards peers and psk
+	mu    sync.Mutex // guards dev (nil once closed), peers and psk
 	peers map[PublicKey]Peer
 	psk   PresharedKey
 }
@@ -199,6 +199,9 @@ func ptr[T any](v T) *T { return &v }
 func (t *Tunnel) SetPeers(peers []Peer, psk PresharedKey) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.dev == nil {
+		return errors.New("tunnel is closed")
+	}
 	tl, err := t.nl.LinkByName(DeviceName)
 	if err != nil {
 		return fmt.Errorf("find %s: %w", DeviceName, err)
@@ -273,6 +276,8 @@ func (t *Tunnel) route(l netlink.Link, ip netip.Addr) *netlink.Route {
 // The routing rule and the pod's guard stay: with no tunnel, the tenant's
 // traffic has nowhere to go but the guard, which drops it (fail closed).
 func (t *Tunnel) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	if t.dev != nil {
 		t.dev.Close()
 		t.dev = nil

@@ -1,0 +1,381 @@
+// Package agent is tencrypt's node agent: it serves every pod on its node
+// that belongs to a tenant enrolled in transit encryption. For each such pod
+// it installs the guard, then a WireGuard tunnel with a fresh key pair, and
+// publishes the public key; it keeps every tunnel's peers and every guard's
+// sets in step with the registry.
+//
+// Reconciliation is level-based: each round reads a full registry snapshot
+// and moves the node towards it, so a missed change, an agent restart or a
+// half-finished round is repaired by the next round. The guard is installed
+// before a tunnel and left in place when a tunnel goes (agent stop, crash,
+// tenant key shredded), so a pod's tenant traffic fails closed.
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tencrypt/tencrypt/keys"
+	"github.com/tencrypt/tencrypt/transit/guard"
+	"github.com/tencrypt/tencrypt/transit/netns"
+	"github.com/tencrypt/tencrypt/transit/registry"
+	"github.com/tencrypt/tencrypt/transit/tunnel"
+)
+
+// Config is everything an Agent needs.
+type Config struct {
+	// Node is the node this agent serves.
+	Node     string
+	Registry registry.Registry
+	// Keys opens tenants' wrapped pre-shared keys; every unwrap is audited.
+	Keys *keys.Envelope
+	// Interval between reconciliation rounds; 0 means one second.
+	Interval time.Duration
+	Log      *slog.Logger
+}
+
+// Agent serves the enrolled pods of one node.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	mu   sync.Mutex // guards everything below
+	pods map[string]*servedPod
+	psks map[string]*tenantPSK
+	// lastRound and lastErr say how the latest round went (health).
+	lastRound time.Time
+	lastErr   error
+	rounds    uint64
+	failures  uint64
+}
+
+type servedPod struct {
+	pod   registry.Pod
+	nsID  uint64
+	tun   *tunnel.Tunnel
+	guard guard.Config
+}
+
+type tenantPSK struct {
+	blobHash [32]byte
+	key      tunnel.PresharedKey
+	version  uint32
+}
+
+// New returns an agent; Run starts it.
+func New(cfg Config) *Agent {
+	if cfg.Interval == 0 {
+		cfg.Interval = time.Second
+	}
+	return &Agent{
+		cfg:  cfg,
+		log:  cfg.Log.With("node", cfg.Node),
+		pods: map[string]*servedPod{},
+		psks: map[string]*tenantPSK{},
+	}
+}
+
+// Run reconciles until ctx is cancelled, then closes the tunnels it made and
+// withdraws their keys. Guards stay: they are the pods' fail-closed state.
+func (a *Agent) Run(ctx context.Context) error {
+	a.log.Info("agent started", "interval", a.cfg.Interval)
+	t := time.NewTicker(a.cfg.Interval)
+	defer t.Stop()
+	for {
+		a.round(ctx)
+		select {
+		case <-ctx.Done():
+			a.shutdown()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) round(ctx context.Context) {
+	err := a.Reconcile(ctx)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.rounds++
+	a.lastRound = time.Now()
+	if err != nil && ctx.Err() == nil {
+		a.failures++
+		if a.lastErr == nil || a.lastErr.Error() != err.Error() {
+			a.log.Error("reconcile failed; retrying next round", "err", err)
+		}
+	} else if a.lastErr != nil {
+		a.log.Info("reconcile recovered")
+	}
+	a.lastErr = err
+}
+
+// Reconcile runs one round. Errors for one pod do not stop the others; the
+// joined errors are returned.
+func (a *Agent) Reconcile(ctx context.Context) error {
+	snap, err := a.cfg.Registry.Snapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("read registry: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	var errs []error
+	for tenant, t := range snap.Tenants {
+		if err := a.refreshPSKLocked(ctx, tenant, t.PSK); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for tenant := range a.psks {
+		if _, ok := snap.Tenants[tenant]; !ok {
+			a.dropPSKLocked(tenant)
+		}
+	}
+
+	desired := map[string]registry.Pod{}
+	for _, p := range snap.Pods {
+		if p.Node == a.cfg.Node {
+			if _, enrolled := snap.Tenants[p.Tenant]; enrolled {
+				desired[p.Name] = p
+			}
+		}
+	}
+	for name, sp := range a.pods {
+		if _, ok := desired[name]; !ok {
+			errs = append(errs, a.unservePodLocked(ctx, sp, podExists(snap, name)))
+		}
+	}
+	for _, p := range sortedPods(desired) {
+		if err := a.servePodLocked(ctx, p, snap); err != nil {
+			errs = append(errs, fmt.Errorf("pod %s: %w", p.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// refreshPSKLocked unwraps a tenant's PSK when its blob is new or changed.
+// A tenant whose PSK cannot be opened (shredded, KMS down, revoked) loses
+// it: its tunnels get no peers, and the guards drop its traffic.
+func (a *Agent) refreshPSKLocked(ctx context.Context, tenant string, blob []byte) error {
+	h := sha256.Sum256(blob)
+	if cur, ok := a.psks[tenant]; ok && bytes.Equal(cur.blobHash[:], h[:]) {
+		return nil
+	}
+	var wk keys.WrappedKey
+	if err := wk.UnmarshalBinary(blob); err != nil {
+		a.dropPSKLocked(tenant)
+		return fmt.Errorf("tenant %s: transit key: %w", tenant, err)
+	}
+	if wk.Tenant != tenant {
+		a.dropPSKLocked(tenant)
+		return fmt.Errorf("tenant %s: transit key belongs to tenant %q", tenant, wk.Tenant)
+	}
+	dek, err := a.cfg.Keys.Unwrap(ctx, wk, registry.PSKPurpose, "agent/"+a.cfg.Node)
+	if err != nil {
+		a.dropPSKLocked(tenant)
+		return fmt.Errorf("tenant %s: open transit key: %w", tenant, err)
+	}
+	defer dek.Zero()
+	psk, err := tunnel.PresharedKeyFromBytes(dek.Bytes())
+	if err != nil {
+		return err
+	}
+	old, had := a.psks[tenant]
+	a.psks[tenant] = &tenantPSK{blobHash: h, key: psk, version: wk.KEKVersion}
+	if had {
+		old.key.Zero()
+		a.log.Info("tenant transit key rotated", "tenant", tenant, "kek_version", wk.KEKVersion)
+	} else {
+		a.log.Info("tenant enrolled", "tenant", tenant, "kek_version", wk.KEKVersion)
+	}
+	return nil
+}
+
+func (a *Agent) dropPSKLocked(tenant string) {
+	if cur, ok := a.psks[tenant]; ok {
+		cur.key.Zero()
+		delete(a.psks, tenant)
+		a.log.Warn("tenant transit key unavailable: its pods' tunnels have no peers until it is back", "tenant", tenant)
+	}
+}
+
+// servePodLocked brings one pod to its desired state: guard, then tunnel,
+// then published key, then peers.
+func (a *Agent) servePodLocked(ctx context.Context, p registry.Pod, snap *registry.Snapshot) error {
+	id, err := namespaceID(p.NetNS)
+	if err != nil {
+		return err
+	}
+	sp := a.pods[p.Name]
+	if sp != nil && (sp.nsID != id || sp.pod.IP != p.IP) {
+		// The pod was re-created: its old tunnel serves a namespace that is
+		// gone. Start over with a new key.
+		a.log.Info("pod was re-created; replacing its tunnel", "pod", p.Name)
+		sp.tun.Close()
+		delete(a.pods, p.Name)
+		sp = nil
+	}
+	gcfg := guardConfig(p, snap)
+	if sp == nil {
+		// Guard first: from here on, plaintext to or from tenant peers is
+		// dropped whatever happens to the tunnel.
+		if err := guard.Apply(ctx, p.NetNS, gcfg); err != nil {
+			return fmt.Errorf("install guard: %w", err)
+		}
+		tun, err := tunnel.New(ctx, p.NetNS, p.IP, a.log.With("pod", p.Name))
+		if err != nil {
+			return err
+		}
+		sp = &servedPod{pod: p, nsID: id, tun: tun, guard: gcfg}
+		a.pods[p.Name] = sp
+		a.log.Info("serving pod", "pod", p.Name, "tenant", p.Tenant, "ip", p.IP, "public_key", tun.PublicKey().Short())
+	} else if !guardEqual(sp.guard, gcfg) {
+		if err := guard.Apply(ctx, p.NetNS, gcfg); err != nil {
+			return fmt.Errorf("update guard: %w", err)
+		}
+		sp.guard = gcfg
+	}
+
+	pub := sp.tun.PublicKey().String()
+	if k, ok := snap.Keys[p.Name]; !ok || k.PublicKey != pub || k.Node != a.cfg.Node {
+		if err := a.cfg.Registry.PublishKey(ctx, registry.PodKey{
+			Pod: p.Name, PublicKey: pub, Endpoint: netip.AddrPortFrom(p.IP, tunnel.ListenPort), Node: a.cfg.Node,
+		}); err != nil {
+			return fmt.Errorf("publish key: %w", err)
+		}
+	}
+
+	var peers []tunnel.Peer
+	var psk tunnel.PresharedKey
+	if t, ok := a.psks[p.Tenant]; ok {
+		psk = t.key
+		peers = peerList(p, snap)
+	}
+	return sp.tun.SetPeers(peers, psk)
+}
+
+// unservePodLocked stops serving a pod. If the pod still exists its tenant
+// was unenrolled: the guard goes too, and the pod's traffic is plain again,
+// as asked. If the pod is gone there is nothing left to clean in it.
+func (a *Agent) unservePodLocked(ctx context.Context, sp *servedPod, stillExists bool) error {
+	sp.tun.Close()
+	delete(a.pods, sp.pod.Name)
+	var errs []error
+	if err := a.cfg.Registry.WithdrawKey(ctx, sp.pod.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if stillExists {
+		if err := guard.Remove(ctx, sp.pod.NetNS); err != nil && !errors.Is(err, guard.ErrNotInstalled) {
+			errs = append(errs, fmt.Errorf("pod %s: remove guard: %w", sp.pod.Name, err))
+		}
+	}
+	a.log.Info("stopped serving pod", "pod", sp.pod.Name, "pod_exists", stillExists)
+	return errors.Join(errs...)
+}
+
+func (a *Agent) shutdown() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for name, sp := range a.pods {
+		sp.tun.Close()
+		if err := a.cfg.Registry.WithdrawKey(ctx, name); err != nil {
+			a.log.Warn("withdraw key on shutdown", "pod", name, "err", err)
+		}
+	}
+	for t := range a.psks {
+		a.psks[t].key.Zero()
+	}
+	a.log.Info("agent stopped; guards stay in the pods (tenant traffic fails closed until an agent is back)", "pods", len(a.pods))
+	a.pods = map[string]*servedPod{}
+}
+
+// guardConfig is the guard a pod needs: every other pod of its tenant is a
+// peer (whether or not its key is published yet), every tenant Service is
+// translated.
+func guardConfig(p registry.Pod, snap *registry.Snapshot) guard.Config {
+	c := guard.Config{TunnelIf: tunnel.DeviceName, ListenPort: tunnel.ListenPort, FwMark: tunnel.FwMark, Self: p.IP}
+	for _, o := range snap.TenantPods(p.Tenant) {
+		if o.Name != p.Name {
+			c.Peers = append(c.Peers, o.IP)
+		}
+	}
+	slices.SortFunc(c.Peers, func(x, y netip.Addr) int { return x.Compare(y) })
+	for _, s := range snap.TenantServices(p.Tenant) {
+		gs := guard.Service{VIP: s.VIP, Backends: s.Backends}
+		for _, sp := range s.Ports {
+			gs.Ports = append(gs.Ports, guard.Port{Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
+		}
+		c.Services = append(c.Services, gs)
+	}
+	return c
+}
+
+func guardEqual(a, b guard.Config) bool {
+	return a.TunnelIf == b.TunnelIf && a.ListenPort == b.ListenPort && a.FwMark == b.FwMark && a.Self == b.Self &&
+		slices.Equal(a.Peers, b.Peers) &&
+		slices.EqualFunc(a.Services, b.Services, func(x, y guard.Service) bool {
+			return x.VIP == y.VIP && slices.Equal(x.Ports, y.Ports) && slices.Equal(x.Backends, y.Backends)
+		})
+}
+
+// peerList is the tunnel peers of a pod: the other pods of its tenant whose
+// agents published a key.
+func peerList(p registry.Pod, snap *registry.Snapshot) []tunnel.Peer {
+	var peers []tunnel.Peer
+	for _, o := range snap.TenantPods(p.Tenant) {
+		if o.Name == p.Name {
+			continue
+		}
+		k, ok := snap.Keys[o.Name]
+		if !ok {
+			continue
+		}
+		pub, err := tunnel.ParsePublicKey(k.PublicKey)
+		if err != nil {
+			continue
+		}
+		peers = append(peers, tunnel.Peer{PublicKey: pub, IP: o.IP, Endpoint: k.Endpoint})
+	}
+	return peers
+}
+
+func podExists(snap *registry.Snapshot, name string) bool {
+	return slices.ContainsFunc(snap.Pods, func(p registry.Pod) bool { return p.Name == name })
+}
+
+func sortedPods(m map[string]registry.Pod) []registry.Pod {
+	out := make([]registry.Pod, 0, len(m))
+	for _, p := range m {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(x, y registry.Pod) int { return cmpString(x.Name, y.Name) })
+	return out
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func namespaceID(path string) (uint64, error) {
+	h, err := netns.OpenPath(path)
+	if err != nil {
+		return 0, err
+	}
+	defer h.Close()
+	return h.ID()
+}
