@@ -76,7 +76,7 @@ print one JSON document on stdout. docs/KEYS.md has the details.`,
 	bindKeysFlags(cmd)
 	cmd.PersistentFlags().Bool("json", false, "print one JSON document on stdout instead of text")
 	cmd.AddCommand(newKeysInitCmd(), newKeysCreateCmd(), newKeysRotateCmd(), newKeysListCmd(), newKeysRewrapCmd(),
-		newKeysRetireCmd(), newKeysShredCmd(), newKeysAuditCmd(), newKeysBenchCmd())
+		newKeysRetireCmd(), newKeysShredCmd(), newKeysAuditCmd(), newKeysBenchCmd(), newKeysReissueCmd())
 	for _, add := range keysSubcommands {
 		cmd.AddCommand(add())
 	}
@@ -323,6 +323,43 @@ workload given only that file can wrap and unwrap for TENANT and nothing else.`,
 					if out.AccessKeyFile != "" {
 						fmt.Fprintf(w, "access key for %s's workloads: %s (mode 0600; give it to %s only)\n", tenant, out.AccessKeyFile, tenant)
 					}
+				})
+			})
+		},
+	}
+}
+
+func newKeysReissueCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reissue TENANT",
+		Short: "Replace a tenant's local access key, revoking the old one (local backend, admin)",
+		Long: `reissue writes a new access key for TENANT over its access key file and
+re-seals the tenant's record under it, so anyone holding the old key can no
+longer open the tenant's KEKs: this is how a leaked access key is revoked.
+The KEKs do not change; wrapped keys stay valid. Give the new file to the
+tenant's workloads.
+
+Only the local backend has access keys; for Vault revoke the tenant's token,
+for PKCS#11 change the token's PIN.`,
+		Example: `  tencrypt keys reissue blue
+  tencrypt keys reissue blue --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tenant, err := tenantArg(args)
+			if err != nil {
+				return err
+			}
+			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, _ keysConfig) error {
+				lp, ok := p.(*local.Provider)
+				if !ok {
+					return usageError{fmt.Errorf("keys reissue: the %s backend has no access keys (see --help)", p.Name())}
+				}
+				path, err := lp.ReissueAccessKey(ctx, tenant)
+				if err != nil {
+					return err
+				}
+				return report(cmd, map[string]any{"tenant": tenant, "access_key_file": path}, func(w io.Writer) {
+					fmt.Fprintf(w, "new access key for %s: %s (mode 0600); the old key opens nothing now\n", tenant, path)
 				})
 			})
 		},

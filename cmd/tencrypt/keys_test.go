@@ -218,6 +218,17 @@ func TestKeysCLIEndToEnd(t *testing.T) {
 	os.WriteFile(badFile, []byte("not a blob"), 0o600)
 	e.want(exitcodes.NotTencrypt, "keys", "rewrap", badFile)
 
+	// Reissue revokes red's old access key.
+	redKey := filepath.Join(e.dir, "keyring.access", "red.key")
+	oldRed, _ := os.ReadFile(redKey)
+	e.ok("keys", "reissue", "red")
+	if newRed, _ := os.ReadFile(redKey); bytes.Equal(newRed, oldRed) {
+		t.Fatal("reissue left the access key file unchanged")
+	}
+	os.WriteFile(filepath.Join(e.dir, "old-red.key"), oldRed, 0o600)
+	e.want(exitcodes.AuthFailed, "keys", "list", "--local-key-file", "", "--local-tenant", "red", "--local-tenant-key-file", filepath.Join(e.dir, "old-red.key"))
+	e.ok("keys", "list", "--local-key-file", "", "--local-tenant", "red", "--local-tenant-key-file", redKey)
+
 	// Shred: refused without --yes off a terminal, then done.
 	e.want(exitcodes.Usage, "keys", "shred", "red")
 	var sh struct {

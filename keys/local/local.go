@@ -18,6 +18,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -347,6 +348,9 @@ func (p *Provider) CreateTenant(ctx context.Context, tenant string) error {
 		t.keks = map[uint32]*cryptocore.Key{1: &k}
 		if err := writeKeyFile(keyPath, &t.access); err != nil {
 			t.zero()
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("local keyring: tenant %q: access key file %s exists already (left by an interrupted create?): remove it and try again", tenant, keyPath)
+			}
 			return fmt.Errorf("local keyring: write the access key of tenant %q: %w", tenant, err)
 		}
 		wrote = true
@@ -357,6 +361,45 @@ func (p *Provider) CreateTenant(ctx context.Context, tenant string) error {
 		_ = os.Remove(keyPath)
 	}
 	return err
+}
+
+// ReissueAccessKey replaces tenant's access key with a new one, written over
+// Config.AccessKeyPath(tenant) (mode 0600), and returns that path. Holders
+// of the old key can no longer open the tenant's record: this is how a
+// leaked access key is revoked. The KEKs do not change, so wrapped keys stay
+// valid.
+func (p *Provider) ReissueAccessKey(ctx context.Context, tenant string) (string, error) {
+	if err := p.check(tenant, true); err != nil {
+		return "", err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keyPath := p.accessDir.AccessKeyPath(tenant)
+	tmpPath := keyPath + ".new"
+	_ = os.Remove(tmpPath) // left over from an interrupted reissue
+	err := p.updateLocked(ctx, func(s *state) error {
+		t, err := live(s, tenant)
+		if err != nil {
+			return err
+		}
+		k := cryptocore.NewRandomKey()
+		if err := writeKeyFile(tmpPath, &k); err != nil {
+			k.Zero()
+			return fmt.Errorf("local keyring: write the new access key of tenant %q: %w", tenant, err)
+		}
+		t.access.Zero()
+		t.access = k
+		return nil
+	})
+	if err != nil {
+		_ = os.Remove(tmpPath)
+		return "", err
+	}
+	// The keyring now seals the record under the new key; put it in place.
+	if err := os.Rename(tmpPath, keyPath); err != nil {
+		return "", fmt.Errorf("local keyring: the new access key of tenant %q is in %s; move it to %s: %w", tenant, tmpPath, keyPath, err)
+	}
+	return keyPath, syncDir(filepath.Dir(keyPath))
 }
 
 // Rotate adds a KEK version to tenant and makes it current.

@@ -330,3 +330,40 @@ func TestHelperCreateTenants(t *testing.T) {
 		}
 	}
 }
+
+// Reissuing an access key revokes the old one and keeps the KEKs.
+func TestReissueAccessKey(t *testing.T) {
+	ctx := t.Context()
+	cfg := newTestKeyring(t)
+	p := open(t, cfg)
+	if err := p.CreateTenant(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	oldKey := filepath.Join(t.TempDir(), "old.key")
+	b, _ := os.ReadFile(cfg.AccessKeyPath("blue"))
+	os.WriteFile(oldKey, b, 0o600)
+	old := open(t, Config{Path: cfg.Path, Tenant: "blue", TenantKeyFile: oldKey})
+	pt := []byte("0123456789abcdef0123456789abcdef")
+	v, ct, err := old.Wrap(ctx, "blue", pt, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := p.ReissueAccessKey(ctx, "blue")
+	if err != nil || path != cfg.AccessKeyPath("blue") {
+		t.Fatalf("ReissueAccessKey: %q, %v", path, err)
+	}
+	if _, _, err := old.Wrap(ctx, "blue", pt, nil); !errors.Is(err, keys.ErrAuth) {
+		t.Fatalf("old access key after reissue: %v, want ErrAuth", err)
+	}
+	nw := open(t, tenantConfig(cfg, "blue"))
+	got, err := nw.Unwrap(ctx, "blue", v, ct, nil)
+	if err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("new access key on a ciphertext from before: %v", err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("new access key mode %v", fi.Mode().Perm())
+	}
+	if _, err := nw.ReissueAccessKey(ctx, "blue"); !errors.Is(err, keys.ErrPermissionDenied) {
+		t.Fatalf("tenant reissuing its own key: %v, want ErrPermissionDenied", err)
+	}
+}
