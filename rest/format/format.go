@@ -406,3 +406,46 @@ func PlaintextSize(headerSize int, fileSize int64) (int64, error) {
 	}
 	return body - blocks*BlockOverhead, nil
 }
+
+// Rewrap returns h re-pointed at a new wrapped key for the same DEK, with
+// a new seal; the content blocks are unchanged, so only the header needs
+// rewriting. It unwraps h's key, checks h's seal, asks rewrap for the new
+// wrapped key (keys.Envelope.Rewrap), and unwraps that too to check it
+// holds the same DEK before anything is written: a faulty backend must not
+// make the file unreadable.
+func Rewrap(h *Header, unwrap Unwrapper, rewrap func(keys.WrappedKey) (keys.WrappedKey, error), opts ...Option) (*Header, error) {
+	o := getOptions(opts)
+	dek, err := unwrap(h.Key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: unwrap the file key: %w", displayPath(o.path), err)
+	}
+	defer dek.Zero()
+	k, err := deriveKeys(&dek, h, o.random)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.checkHeader(h, o.path); err != nil {
+		return nil, err
+	}
+	wk, err := rewrap(h.Key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: rewrap the file key: %w", displayPath(o.path), err)
+	}
+	check, err := unwrap(wk)
+	if err != nil {
+		return nil, fmt.Errorf("%s: unwrap the rewrapped file key: %w", displayPath(o.path), err)
+	}
+	same := check.Equal(&dek)
+	check.Zero()
+	if !same {
+		return nil, fmt.Errorf("%s: BUG: the backend rewrapped the file key into another key; the file was not changed", displayPath(o.path))
+	}
+	nh, err := h.withKey(wk)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.sealHeader(nh); err != nil {
+		return nil, err
+	}
+	return nh, nil
+}

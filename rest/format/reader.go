@@ -20,14 +20,14 @@ type Reader struct {
 	ad   blockAD
 	path string
 
-	block  int64  // number of the next block to open
-	cbuf   []byte // ciphertext read ahead: cbuf[cpos:] is unread
-	cpos   int
-	eof    bool   // r returned io.EOF
-	plain  []byte // authenticated plaintext not yet returned: plain[ppos:]
-	ppos   int
-	final  bool  // the final block was opened
-	err    error // sticky, returned once plain is drained
+	block int64  // number of the next block to open
+	cbuf  []byte // ciphertext read ahead: cbuf[cpos:] is unread
+	cpos  int
+	eof   bool   // r returned io.EOF
+	plain []byte // authenticated plaintext not yet returned: plain[ppos:]
+	ppos  int
+	final bool  // the final block was opened
+	err   error // sticky, returned once plain is drained
 }
 
 // NewReader reads the header from r, unwraps its key with unwrap, and

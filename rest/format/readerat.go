@@ -47,6 +47,12 @@ func OpenReaderAt(ra io.ReaderAt, size int64, unwrap Unwrapper, opts ...Option) 
 	body := size - int64(h.Size())
 	r := &ReaderAt{ra: ra, keys: k, hdr: h, ad: newBlockAD(h), path: o.path, size: ps, body: body, last: (body+SealedBlockSize-1)/SealedBlockSize - 1}
 	r.bufs.New = func() any { b := make([]byte, 0, readBatch*SealedBlockSize); return &b }
+	// Authenticate the final block now: it vouches for the size the caller
+	// gave (a file cut at a block boundary, or emptied, fails here), and an
+	// empty file would otherwise have no block read at all.
+	if err := r.checkFinal(); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -107,3 +113,20 @@ func (r *ReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// checkFinal reads and authenticates the final block.
+func (r *ReaderAt) checkFinal() error {
+	sealed := make([]byte, r.body-r.last*SealedBlockSize)
+	if m, err := r.ra.ReadAt(sealed, int64(r.hdr.Size())+r.last*SealedBlockSize); m < len(sealed) {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("%s: read encrypted data: %w", displayPath(r.path), err)
+	}
+	var scratch [BlockSize]byte
+	_, err := r.keys.content.OpenBlock(scratch[:0], sealed, r.ad.set(r.last, true))
+	clear(scratch[:])
+	if err != nil {
+		return &CorruptError{Path: r.path, Block: r.last, Reason: reasonAuth}
+	}
+	return nil
+}
