@@ -16,6 +16,7 @@ import (
 
 func init() {
 	registerErrorCode(vault.ErrConfig, exitcodes.Usage)
+	keysSubcommands = append(keysSubcommands, newKeysVaultCmd)
 }
 
 // newKeysVaultCmd groups what only the vault backend has: preparing Vault

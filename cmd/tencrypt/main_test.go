@@ -54,3 +54,16 @@ func TestUsageErrorsExit3(t *testing.T) {
 		})
 	}
 }
+
+func TestEveryCommandGroupIsReachable(t *testing.T) {
+	for _, path := range [][]string{{"lab"}, {"keys"}, {"keys", "vault"}, {"transit"}, {"agent"}} {
+		out, stderr, code := tencrypt(t, "", append(path, "--help")...)
+		if code != 0 || !strings.Contains(out, "Usage:") {
+			t.Errorf("tencrypt %s --help: exit %d\n%s%s", strings.Join(path, " "), code, out, stderr)
+		}
+		// An unwired subcommand would show its parent's help instead.
+		if !strings.Contains(out, "Usage:\n  tencrypt "+strings.Join(path, " ")) {
+			t.Errorf("tencrypt %s is not wired in:\n%s", strings.Join(path, " "), out)
+		}
+	}
+}
