@@ -62,22 +62,38 @@ func Create(name string) (err error) {
 	}()
 
 	// unshare(CLONE_NEWNET) moves the calling thread into a fresh namespace.
-	// Do it on a dedicated locked thread that is never handed back to the Go
-	// scheduler, so no other goroutine ever runs in the new namespace.
+	// Do it on a locked thread and move the thread back afterwards, so no
+	// other goroutine ever runs in the new namespace. Letting the thread die
+	// instead would not do: if it is the main thread, Go keeps it (wedged)
+	// and /proc/self/ns/net would then name the new namespace.
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// No UnlockOSThread: the thread exits with this goroutine.
+		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		orig, err := os.Open(self)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open current namespace: %w", err)
+			return
+		}
+		defer orig.Close()
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("unshare network namespace: %w", err)
 			return
 		}
-		src := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(src, p, "none", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind-mount namespace to %s: %w", p, err)
+		merr := unix.Mount(self, p, "none", unix.MS_BIND, "")
+		if merr != nil {
+			merr = fmt.Errorf("bind-mount namespace to %s: %w", p, merr)
+		}
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			// The thread stays locked in the new namespace and is retired
+			// with this goroutine.
+			errc <- errors.Join(merr, fmt.Errorf("return to original namespace: %w", err))
 			return
 		}
-		errc <- nil
+		runtime.UnlockOSThread()
+		errc <- merr
 	}()
 	return <-errc
 }

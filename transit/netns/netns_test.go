@@ -80,3 +80,37 @@ func TestCreateDoDelete(t *testing.T) {
 		t.Error("Open after Delete succeeded")
 	}
 }
+
+// TestNoThreadLeftInsideCreatedNamespaces checks that Create and Do return
+// every thread they used to the namespace it came from: a thread left in a
+// pod's namespace would run unrelated goroutines there.
+func TestNoThreadLeftInsideCreatedNamespaces(t *testing.T) {
+	testenv.RequireRoot(t)
+	host, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		name := testenv.Name("tnsthr-")
+		if err := Create(name); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { Delete(name) })
+		if err := Do(name, func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		ns, err := os.Readlink("/proc/self/task/" + task.Name() + "/ns/net")
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		if ns != host {
+			t.Errorf("thread %s is in %s, not the process's namespace %s", task.Name(), ns, host)
+		}
+	}
+}
