@@ -7,7 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tencrypt/tencrypt/transit/netns"
 )
@@ -18,9 +21,11 @@ type Received struct {
 	Data []byte
 }
 
-// Listener records what arrives on a UDP or TCP socket inside a namespace.
-// A TCP listener echoes back what it reads on each connection, so a client
-// can check the path both ways (through a Service DNAT, say).
+// Listener records what arrives on a UDP or TCP socket inside a namespace,
+// and echoes it back (each datagram to its sender, each read on its TCP
+// connection), so a client can check the path both ways: through a Service
+// DNAT, the echo only reaches a connected client socket if the reply is
+// un-NATed back to the VIP.
 type Listener struct {
 	Addr netip.AddrPort // where it listens
 
@@ -36,10 +41,22 @@ type Listener struct {
 // ListenUDP listens on addr (port 0 picks one) inside h until tb.Cleanup.
 func ListenUDP(tb testing.TB, h *netns.Handle, addr netip.AddrPort) *Listener {
 	tb.Helper()
+	return ListenUDPMarked(tb, h, addr, 0)
+}
+
+// ListenUDPMarked is ListenUDP on a socket with SO_MARK set to mark (0: no
+// mark), as WireGuard's socket has.
+func ListenUDPMarked(tb testing.TB, h *netns.Handle, addr netip.AddrPort, mark uint32) *Listener {
+	tb.Helper()
 	var pc *net.UDPConn
-	if err := h.Do(func() (err error) {
-		pc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
-		return err
+	if err := h.Do(func() error {
+		lc := net.ListenConfig{Control: markControl(mark)}
+		c, err := lc.ListenPacket(context.Background(), "udp4", addr.String())
+		if err != nil {
+			return err
+		}
+		pc = c.(*net.UDPConn)
+		return nil
 	}); err != nil {
 		tb.Fatalf("listen udp %s: %v", addr, err)
 	}
@@ -52,6 +69,7 @@ func ListenUDP(tb testing.TB, h *netns.Handle, addr netip.AddrPort) *Listener {
 				return
 			}
 			l.record(Received{From: from, Data: bytes.Clone(buf[:n])}, false)
+			pc.WriteToUDPAddrPort(buf[:n], from)
 		}
 	})
 	tb.Cleanup(l.Close)
@@ -171,13 +189,45 @@ func (l *Listener) WaitFor(ctx context.Context, marker []byte) error {
 // Dial connects from inside h (the socket belongs to h's namespace). network
 // is "tcp4" or "udp4". For UDP nothing is sent until the first Write.
 func Dial(ctx context.Context, h *netns.Handle, network string, addr netip.AddrPort) (net.Conn, error) {
+	return DialMarked(ctx, h, network, netip.AddrPort{}, addr, 0)
+}
+
+// DialMarked is Dial from a socket bound to local (the zero AddrPort: any)
+// with SO_MARK set to mark (0: no mark). With local port 51820 and the
+// WireGuard mark it sends what a WireGuard socket would.
+func DialMarked(ctx context.Context, h *netns.Handle, network string, local, addr netip.AddrPort, mark uint32) (net.Conn, error) {
 	var c net.Conn
 	err := h.Do(func() (err error) {
-		var d net.Dialer
+		d := net.Dialer{Control: markControl(mark)}
+		if local.IsValid() {
+			if network == "udp4" {
+				d.LocalAddr = net.UDPAddrFromAddrPort(local)
+			} else {
+				d.LocalAddr = net.TCPAddrFromAddrPort(local)
+			}
+		}
 		c, err = d.DialContext(ctx, network, addr.String())
 		return err
 	})
 	return c, err
+}
+
+func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	if mark == 0 {
+		return nil
+	}
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("set SO_MARK %#x: %w", mark, serr)
+		}
+		return nil
+	}
 }
 
 // SendUDP sends one datagram from an ordinary socket inside h and returns
