@@ -194,6 +194,8 @@ command's exit code becomes tencrypt's.`,
 		},
 	}
 	f.bind(cmd)
+	// Everything after POD belongs to the command, "--" or not.
+	cmd.Flags().SetInterspersed(false)
 	return cmd
 }
 
