@@ -19,12 +19,14 @@ import (
 // both directions, from an AF_PACKET socket. The socket is bound before
 // StartCapture returns, so a test may send traffic right away.
 //
-// A frame sent from a namespace is handed to the capture synchronously while
-// it is transmitted (the veth transmit path copies it to packet sockets
-// before returning); a received frame may arrive a moment later, through the
-// receiving CPU's backlog. To assert that something was NOT seen on a
-// receiving interface, first send something that must be seen on the same
-// path afterwards and WaitFor it; Stop then drains what is queued.
+// A frame sent from a namespace is queued to the capture's socket while it
+// is transmitted, before the send returns (the veth transmit path copies it
+// to packet sockets); a received frame may be queued a moment later, from
+// the receiving CPU's backlog. Seen, Frames and Stats show only what the
+// reader goroutine has taken from the queue; Stop drains the rest. So on the
+// sending side, Stop after the sends and the capture is complete. On a
+// receiving interface, first WaitFor something sent after what must not
+// appear, on the same path, then Stop.
 type Capture struct {
 	fd     int
 	wakeR  int

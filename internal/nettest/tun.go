@@ -114,6 +114,17 @@ func (t *TUN) Seen(marker []byte) bool {
 	return false
 }
 
+// Packets returns copies of the IP packets read so far, in order.
+func (t *TUN) Packets() [][]byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([][]byte, len(t.packets))
+	for i, p := range t.packets {
+		out[i] = bytes.Clone(p)
+	}
+	return out
+}
+
 // WaitFor blocks until a packet containing marker is read, or ctx ends.
 func (t *TUN) WaitFor(ctx context.Context, marker []byte) error {
 	for {

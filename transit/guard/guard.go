@@ -10,11 +10,13 @@
 //     the receiving socket carries the WireGuard fwmark; count and drop any
 //     other packet whose source is a peer (plaintext or forged) or a VIP.
 //   - egress (filter, hook postrouting, so it sees the interface a packet
-//     really leaves by, after the DNAT below re-routed it): accept loopback, accept what leaves by the tunnel
-//     interface, accept the WireGuard socket's own marked UDP; count and drop
-//     any other packet to a peer or to a VIP that was not translated. If the
-//     agent dies and the tunnel interface and its routes go with it, tenant
-//     traffic is dropped here instead of leaving eth0 in plaintext.
+//     really leaves by after the DNAT below re-routed it; on the output
+//     hook every chain sees the interface chosen before the DNAT): accept
+//     loopback, accept what leaves by the tunnel interface, accept the
+//     WireGuard socket's own marked UDP; count and drop any other packet to
+//     a peer or to a VIP that was not translated. If the agent dies and the
+//     tunnel interface and its routes go with it, tenant traffic is dropped
+//     here instead of leaving eth0 in plaintext.
 //   - services (nat, hook output, priority -100, the dstnat slot): each
 //     tenant VIP:port is DNATed to a backend pod IP:targetPort chosen by
 //     `numgen random`, kube-proxy's semantics; conntrack keeps the choice for

@@ -426,8 +426,12 @@ func TestEgressFailClosed(t *testing.T) {
 	if err := toC.WaitFor(ctx, []byte("to-non-peer")); err != nil {
 		t.Fatal(err)
 	}
-	// Sent frames reach a capture on the sending side synchronously, so the
-	// capture is complete once the sends have returned.
+	// Sent frames are queued to a capture on the sending side before the
+	// send returns, so once Stop has drained the queue the capture is
+	// complete.
+	if err := capA.Stop(); err != nil {
+		t.Fatal(err)
+	}
 	if !capA.Seen([]byte("to-non-peer")) {
 		t.Error("A's capture missed the non-peer datagram: it cannot vouch for the rest")
 	}
