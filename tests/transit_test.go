@@ -188,7 +188,7 @@ func (l *transitLab) waitReady() {
 				return false, err.Error()
 			}
 			for _, p := range st.Pods {
-				if p.TunnelUp && len(p.Peers) == 3 {
+				if p.Ready && p.ExpectedPeers == 3 {
 					n++
 				}
 			}

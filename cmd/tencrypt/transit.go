@@ -183,41 +183,73 @@ Rotate after 'tencrypt keys rotate' to move transit onto the new KEK version.`,
 func newTransitStatusCmd() *cobra.Command {
 	var agents []string
 	var asJSON bool
+	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show each agent's pods: tunnel, peers, last handshakes, bytes, guard drops",
 		Long: `Ask one or more agents (their --listen address) for their state and print
-it. Exits 1 if an agent cannot be reached or reports itself unhealthy.`,
-		Example: `  tencrypt transit status --agent 127.0.0.1:9105 --agent 127.0.0.1:9106`,
-		Args:    cobra.NoArgs,
+it. Exits 1 if an agent cannot be reached, reports itself unhealthy, or (with
+--wait) has a pod that is not ready: its tunnel up with a peer for every other
+pod of its tenant.`,
+		Example: `  tencrypt transit status --agent 127.0.0.1:9105 --agent 127.0.0.1:9106
+  tencrypt transit status --agent 127.0.0.1:9105 --wait 30s   # in scripts: until every pod is ready`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var all []agent.Status
-			var errs []error
 			client := &http.Client{Timeout: 10 * time.Second}
-			for _, a := range agents {
-				st, err := fetchStatus(cmd.Context(), client, a)
-				if err != nil {
-					errs = append(errs, fmt.Errorf("agent %s: %w", a, err))
-					continue
-				}
-				if !st.Healthy {
-					errs = append(errs, fmt.Errorf("agent %s (node %s) is unhealthy: %s", a, st.Node, st.LastError))
-				}
-				all = append(all, st)
-			}
-			if asJSON {
-				if err := writeJSON(cmd.OutOrStdout(), all); err != nil {
+			deadline := time.Now().Add(wait)
+			for {
+				all, err := collectStatus(cmd.Context(), client, agents, wait > 0)
+				if err == nil || time.Now().After(deadline) || cmd.Context().Err() != nil {
+					if perr := printStatus(cmd.OutOrStdout(), all, asJSON); perr != nil {
+						return perr
+					}
 					return err
 				}
-			} else {
-				printTransitStatus(cmd.OutOrStdout(), all)
+				time.Sleep(200 * time.Millisecond)
 			}
-			return errors.Join(errs...)
 		},
 	}
 	cmd.Flags().StringArrayVar(&agents, "agent", []string{"127.0.0.1:9105"}, "agent address (host:port of its --listen), repeatable")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of agent states on stdout")
+	cmd.Flags().DurationVar(&wait, "wait", 0, "keep asking until every agent is healthy and every pod ready, or this long has passed")
 	return cmd
+}
+
+// collectStatus asks every agent; the error lists the unreachable and
+// unhealthy ones, and, if requireReady, the pods that are not ready.
+func collectStatus(ctx context.Context, client *http.Client, agents []string, requireReady bool) ([]agent.Status, error) {
+	var all []agent.Status
+	var errs []error
+	for _, a := range agents {
+		st, err := fetchStatus(ctx, client, a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("agent %s: %w", a, err))
+			continue
+		}
+		if !st.Healthy {
+			errs = append(errs, fmt.Errorf("agent %s (node %s) is unhealthy: %s", a, st.Node, st.LastError))
+		}
+		if requireReady {
+			for _, p := range st.Pods {
+				if !p.Ready {
+					errs = append(errs, fmt.Errorf("pod %s is not ready: %d of %d peers", p.Pod, len(p.Peers), p.ExpectedPeers))
+				}
+			}
+		}
+		all = append(all, st)
+	}
+	return all, errors.Join(errs...)
+}
+
+func printStatus(w io.Writer, all []agent.Status, asJSON bool) error {
+	if asJSON {
+		if all == nil {
+			all = []agent.Status{}
+		}
+		return writeJSON(w, all)
+	}
+	printTransitStatus(w, all)
+	return nil
 }
 
 func fetchStatus(ctx context.Context, c *http.Client, addr string) (agent.Status, error) {

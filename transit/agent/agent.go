@@ -62,6 +62,9 @@ type servedPod struct {
 	nsID  uint64
 	tun   *tunnel.Tunnel
 	guard guard.Config
+	// expectedPeers is how many other pods the tenant has; the pod is
+	// ready when its tunnel has a peer for each.
+	expectedPeers int
 }
 
 type tenantPSK struct {
@@ -258,6 +261,7 @@ func (a *Agent) servePodLocked(ctx context.Context, p registry.Pod, snap *regist
 		psk = t.key
 		peers = peerList(p, snap)
 	}
+	sp.expectedPeers = len(gcfg.Peers)
 	return sp.tun.SetPeers(peers, psk)
 }
 

@@ -42,6 +42,10 @@ type PodStatus struct {
 	TunnelMTU int                `json:"tunnel_mtu"`
 	TunnelUp  bool               `json:"tunnel_up"`
 	Peers     []tunnel.PeerStats `json:"peers"`
+	// ExpectedPeers is the number of other pods in the tenant. Ready means
+	// the tunnel is up with a peer for each of them.
+	ExpectedPeers int  `json:"expected_peers"`
+	Ready         bool `json:"ready"`
 	// Dropped are the guard's counters: plaintext or forged packets from or
 	// to tenant peers that it stopped.
 	Dropped    guard.Counters `json:"dropped"`
@@ -82,10 +86,11 @@ func (a *Agent) Status(ctx context.Context) Status {
 	for _, p := range pods {
 		ps := PodStatus{
 			Pod: p.sp.pod.Name, Tenant: p.sp.pod.Tenant, IP: p.sp.pod.IP,
-			PublicKey: p.tun.PublicKey().String(), TunnelMTU: p.tun.MTU(),
+			PublicKey: p.tun.PublicKey().String(), TunnelMTU: p.tun.MTU(), ExpectedPeers: p.sp.expectedPeers,
 		}
 		if peers, err := p.tun.Stats(); err == nil {
 			ps.TunnelUp, ps.Peers = true, peers
+			ps.Ready = len(peers) == ps.ExpectedPeers
 		}
 		if c, err := guard.ReadCounters(ctx, p.sp.pod.NetNS); err == nil {
 			ps.Dropped = c
