@@ -1,0 +1,884 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/tencrypt/tencrypt/internal/exitcodes"
+	"github.com/tencrypt/tencrypt/keys"
+	"github.com/tencrypt/tencrypt/keys/local"
+	"github.com/tencrypt/tencrypt/keys/pkcs11"
+	"github.com/tencrypt/tencrypt/rest/format"
+)
+
+func init() {
+	subcommands = append(subcommands, newFileCmd)
+	registerErrorCode(format.ErrAuth, exitcodes.AuthFailed)
+	// A header that is not well formed after a valid magic is a damaged or
+	// tampered file, not a foreign one.
+	registerErrorCode(format.ErrMalformed, exitcodes.AuthFailed)
+	registerErrorCode(format.ErrNotTencrypt, exitcodes.NotTencrypt)
+	registerErrorCode(format.ErrUnknownVersion, exitcodes.UnknownFormat)
+	registerErrorCode(syscall.ENOSPC, exitcodes.NoSpace)
+	registerErrorCode(errOutputExists, exitcodes.Usage)
+}
+
+// errOutputExists: an output file is already there and --force was not
+// given. Nothing was written.
+var errOutputExists = errors.New("output exists (use --force to replace it)")
+
+// fileSuffix is added by encrypt and removed by decrypt.
+const fileSuffix = ".tenc"
+
+// copyBufSize is the buffer between input and the format's reader or
+// writer: 64 blocks, so each read(2) or write(2) moves 256 KiB.
+const copyBufSize = 64 * format.BlockSize
+
+// progressMin is the input size above which progress is shown on a
+// terminal without --progress.
+const progressMin = 64 << 20
+
+type fileFlags struct {
+	recursive bool
+	force     bool
+	progress  bool
+	output    string
+	tenant    string
+}
+
+func newFileCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "file",
+		Short: "Encrypt and decrypt files in tencrypt's portable per-file format",
+		Long: `An encrypted file carries everything needed to decrypt it except the key: a
+header naming the tenant, the key backend and the KEK version, with the file's
+own data-encryption key wrapped under the tenant's KEK, then the content in
+authenticated 4 KiB blocks (docs/FORMAT.md). It can be copied with rsync, tar,
+zip or a backup tool and decrypted anywhere the tenant's key is available.
+
+Output is written to a temporary file in the destination directory, synced
+and renamed into place: a failure (a tampered block, a full disk, Ctrl-C)
+leaves no partial output, and an existing output is never replaced without
+--force. The sources are never changed or removed. "-" reads stdin or writes
+stdout; on stdout, decrypted data is streamed block by block as each block
+authenticates, so a consumer must check the exit status.
+
+The key backend flags and variables are those of 'tencrypt keys'. Every
+unwrap of a file key is written to the audit log.`,
+		Example: `  export TENCRYPT_LOCAL_PATH=./keyring TENCRYPT_LOCAL_KEY_FILE=./admin.key
+  tencrypt file encrypt --tenant blue report.pdf          # writes report.pdf.tenc
+  tencrypt file inspect report.pdf.tenc --json
+  tencrypt file decrypt report.pdf.tenc -o copy.pdf
+  tencrypt file encrypt --tenant blue -r data/ -o data.enc/
+  tar c data.enc | ssh host tar x
+  tencrypt file decrypt -r data.enc/ -o data/
+  pg_dump app | tencrypt file encrypt --tenant blue - > app.sql.tenc
+  tencrypt keys rotate blue && tencrypt file rewrap -r data.enc/`,
+	}
+	bindKeysFlags(cmd)
+	cmd.PersistentFlags().Bool("json", false, "print one JSON document on stdout instead of text")
+	cmd.AddCommand(newFileEncryptCmd(), newFileDecryptCmd(), newFileInspectCmd(), newFileRewrapCmd())
+	return cmd
+}
+
+func (f *fileFlags) bindIO(cmd *cobra.Command) {
+	cmd.Flags().BoolVarP(&f.recursive, "recursive", "r", false, "process directories and everything under them")
+	cmd.Flags().BoolVar(&f.force, "force", false, "replace existing output files")
+	cmd.Flags().BoolVar(&f.progress, "progress", false, "show progress on stderr (default: on a terminal, for inputs over 64 MiB)")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "", `output file, or directory with -r or several inputs; "-" for stdout`)
+}
+
+func newFileEncryptCmd() *cobra.Command {
+	var f fileFlags
+	cmd := &cobra.Command{
+		Use:   "encrypt --tenant TENANT [-r] [-o OUT] SOURCE...",
+		Short: "Encrypt files for a tenant (each under its own new key)",
+		Long: `encrypt writes SOURCE.tenc beside each SOURCE, or to --output. Each file gets a
+fresh data-encryption key wrapped under TENANT's current KEK. With -r,
+directories are walked and their tree is recreated under --output (or
+beside the originals); files already ending in .tenc are skipped, and so are
+symbolic links and special files. SOURCE "-" is stdin, written to stdout
+unless -o names a file.
+
+All sources are tried; the exit code is that of the first failure.`,
+		Example: `  tencrypt file encrypt --tenant blue notes.txt
+  tencrypt file encrypt --tenant blue -r photos/ -o photos.enc/
+  tar c dir | tencrypt file encrypt --tenant blue - -o dir.tar.tenc`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, cfg keysConfig) error {
+				tenant := f.tenant
+				if tenant == "" {
+					tenant = scopedTenant(cfg)
+				}
+				if tenant == "" {
+					return usageError{errors.New("encrypt needs --tenant (or a tenant-scoped backend configuration)")}
+				}
+				if err := keys.ValidTenant(tenant); err != nil {
+					return usageError{fmt.Errorf("--tenant %q: %w", tenant, err)}
+				}
+				env, closeEnv, err := fileEnvelope(p, cfg)
+				if err != nil {
+					return err
+				}
+				defer closeEnv()
+				jobs, err := planJobs(args, &f, true)
+				if err != nil {
+					return err
+				}
+				return runJobs(cmd, jobs, &f, func(ctx context.Context, in io.Reader, out io.Writer, src string) error {
+					return encryptStream(ctx, env, tenant, in, out, src)
+				})
+			})
+		},
+	}
+	f.bindIO(cmd)
+	cmd.Flags().StringVar(&f.tenant, "tenant", "", "tenant whose KEK wraps the files' keys (a DNS-1123 label)")
+	return cmd
+}
+
+func newFileDecryptCmd() *cobra.Command {
+	var f fileFlags
+	cmd := &cobra.Command{
+		Use:   "decrypt [-r] [-o OUT] FILE...",
+		Short: "Decrypt tencrypt files",
+		Long: `decrypt writes each FILE without its .tenc suffix, or to --output; a FILE
+without the suffix needs -o. Every block is authenticated before its bytes
+are written; a file that was tampered with, cut short or extended fails with
+exit code 4 and leaves no output. The tenant and key come from each file's
+header; --tenant refuses files of any other tenant. With -r, directories are
+walked and their .tenc files decrypted into the same tree under --output.
+
+All files are tried; the exit code is that of the first failure.`,
+		Example: `  tencrypt file decrypt notes.txt.tenc
+  tencrypt file decrypt -r photos.enc/ -o photos/
+  tencrypt file decrypt - < dump.sql.tenc | psql app`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.tenant != "" {
+				if err := keys.ValidTenant(f.tenant); err != nil {
+					return usageError{fmt.Errorf("--tenant %q: %w", f.tenant, err)}
+				}
+			}
+			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, cfg keysConfig) error {
+				env, closeEnv, err := fileEnvelope(p, cfg)
+				if err != nil {
+					return err
+				}
+				defer closeEnv()
+				jobs, err := planJobs(args, &f, false)
+				if err != nil {
+					return err
+				}
+				return runJobs(cmd, jobs, &f, func(ctx context.Context, in io.Reader, out io.Writer, src string) error {
+					return decryptStream(ctx, fileUnwrapper(ctx, env, f.tenant, "file decrypt"), in, out, src)
+				})
+			})
+		},
+	}
+	f.bindIO(cmd)
+	cmd.Flags().StringVar(&f.tenant, "tenant", "", "only decrypt files of this tenant")
+	return cmd
+}
+
+// scopedTenant is the tenant a tenant-scoped backend configuration names.
+func scopedTenant(cfg keysConfig) string {
+	switch cfg.Backend {
+	case local.Name:
+		return cfg.Local.Tenant
+	case pkcs11.Name:
+		return cfg.PKCS11.Tenant
+	}
+	return ""
+}
+
+// fileEnvelope opens the audit log and returns an envelope over p.
+func fileEnvelope(p keys.KEKProvider, cfg keysConfig) (*keys.Envelope, func(), error) {
+	audit, err := keys.OpenAuditFile(cfg.AuditLog)
+	if err != nil {
+		return nil, nil, err
+	}
+	return keys.NewEnvelope(p, audit, time.Now), func() { audit.Close() }, nil
+}
+
+// fileUnwrapper unwraps file keys through env, refusing other tenants than
+// tenant when it is set.
+func fileUnwrapper(ctx context.Context, env *keys.Envelope, tenant, cmd string) format.Unwrapper {
+	return func(wk keys.WrappedKey) (keys.DEK, error) {
+		if tenant != "" && wk.Tenant != tenant {
+			return keys.DEK{}, fmt.Errorf("the file belongs to tenant %q, not %q: %w", wk.Tenant, tenant, keys.ErrPermissionDenied)
+		}
+		return env.Unwrap(ctx, wk, format.Purpose, caller(cmd))
+	}
+}
+
+// ctxReader ends a copy when ctx is cancelled (Ctrl-C, SIGTERM). It also
+// hides the reader's WriteTo, so io.CopyBuffer uses our large buffer.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func encryptStream(ctx context.Context, env *keys.Envelope, tenant string, in io.Reader, out io.Writer, src string) error {
+	dek, wk, err := env.NewDEK(ctx, tenant, format.Purpose)
+	if err != nil {
+		return err
+	}
+	defer dek.Zero()
+	w, err := format.NewWriter(out, &dek, wk, format.WithPath(src))
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyBuffer(w, ctxReader{ctx, in}, make([]byte, copyBufSize)); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+func decryptStream(ctx context.Context, unwrap format.Unwrapper, in io.Reader, out io.Writer, src string) error {
+	r, err := format.NewReader(in, unwrap, format.WithPath(src))
+	if err != nil {
+		return err
+	}
+	_, err = io.CopyBuffer(out, ctxReader{ctx, r}, make([]byte, copyBufSize))
+	return err
+}
+
+// fileJob is one file to process, or one directory to create (dir).
+type fileJob struct {
+	src, dst string
+	dir      bool
+	perm     fs.FileMode
+}
+
+// planJobs turns the arguments into jobs, checking them all before any
+// work starts.
+func planJobs(args []string, f *fileFlags, encrypt bool) ([]fileJob, error) {
+	outName := func(src string) (string, error) {
+		if encrypt {
+			return src + fileSuffix, nil
+		}
+		if !strings.HasSuffix(src, fileSuffix) || len(filepath.Base(src)) == len(fileSuffix) {
+			return "", usageError{fmt.Errorf("%s does not end in %s: name the output with -o", src, fileSuffix)}
+		}
+		return strings.TrimSuffix(src, fileSuffix), nil
+	}
+	outDir := false
+	if f.output != "" && f.output != "-" {
+		fi, err := os.Stat(f.output)
+		outDir = err == nil && fi.IsDir()
+	}
+	if len(args) > 1 && f.output != "" && !outDir {
+		if f.output == "-" {
+			return nil, usageError{errors.New("-o - takes a single source")}
+		}
+		return nil, usageError{fmt.Errorf("-o %s: with several sources, -o must be an existing directory", f.output)}
+	}
+	var jobs []fileJob
+	for _, src := range args {
+		if src == "-" {
+			if len(args) > 1 {
+				return nil, usageError{errors.New(`"-" (stdin) must be the only source`)}
+			}
+			dst := f.output
+			if dst == "" {
+				dst = "-"
+			}
+			jobs = append(jobs, fileJob{src: "-", dst: dst, perm: 0o600})
+			continue
+		}
+		fi, err := os.Stat(src)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		if !fi.IsDir() {
+			var dst string
+			switch {
+			case f.output == "-" || (f.output != "" && !outDir):
+				dst = f.output
+			case outDir:
+				name, err := outName(filepath.Base(src))
+				if err != nil {
+					return nil, err
+				}
+				dst = filepath.Join(f.output, name)
+			default:
+				if dst, err = outName(src); err != nil {
+					return nil, err
+				}
+			}
+			jobs = append(jobs, fileJob{src: src, dst: dst, perm: fi.Mode().Perm()})
+			continue
+		}
+		if !f.recursive {
+			return nil, usageError{fmt.Errorf("%s is a directory: use -r", src)}
+		}
+		if f.output == "-" {
+			return nil, usageError{errors.New("-o - cannot take a directory")}
+		}
+		root := src
+		if f.output != "" {
+			root = f.output
+			if len(args) > 1 {
+				root = filepath.Join(f.output, filepath.Base(filepath.Clean(src)))
+			}
+		}
+		err = filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(src, path)
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			switch {
+			case d.IsDir():
+				if root != src {
+					jobs = append(jobs, fileJob{dst: filepath.Join(root, rel), dir: true, perm: info.Mode().Perm()})
+				}
+			case !d.Type().IsRegular():
+				// Symbolic links and special files are not followed or copied.
+			case strings.HasSuffix(path, fileSuffix) == encrypt:
+				// encrypt skips .tenc files; decrypt takes only them.
+			default:
+				name, err := outName(rel)
+				if err != nil {
+					return err
+				}
+				jobs = append(jobs, fileJob{src: path, dst: filepath.Join(root, name), perm: info.Mode().Perm()})
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if !f.force {
+		for _, j := range jobs {
+			if j.dir || j.dst == "-" {
+				continue
+			}
+			if _, err := os.Lstat(j.dst); err == nil {
+				return nil, fmt.Errorf("%s: %w; nothing was written", j.dst, errOutputExists)
+			}
+		}
+	}
+	return jobs, nil
+}
+
+// streamFunc encrypts or decrypts in to out; src names the input in errors.
+type streamFunc func(ctx context.Context, in io.Reader, out io.Writer, src string) error
+
+// runJobs runs every job and returns the first error; a failed job leaves
+// no output.
+func runJobs(cmd *cobra.Command, jobs []fileJob, f *fileFlags, fn streamFunc) error {
+	ctx := cmd.Context()
+	var first error
+	for _, j := range jobs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var err error
+		if j.dir {
+			err = os.MkdirAll(j.dst, j.perm|0o700)
+		} else {
+			err = runJob(cmd, j, f, fn)
+		}
+		if err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "tencrypt: %v\n", err)
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if first != nil {
+		return exitError{exitCode(first)}
+	}
+	return nil
+}
+
+func runJob(cmd *cobra.Command, j fileJob, f *fileFlags, fn streamFunc) error {
+	ctx := cmd.Context()
+	var in io.Reader
+	size := int64(-1)
+	name := j.src
+	if j.src == "-" {
+		in, name = cmd.InOrStdin(), "(stdin)"
+	} else {
+		file, err := os.Open(j.src)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		if fi, err := file.Stat(); err == nil {
+			size = fi.Size()
+		}
+		in = file
+	}
+	if p := newProgress(cmd.ErrOrStderr(), name, size, f.progress); p != nil {
+		defer p.done()
+		in = io.TeeReader(in, p)
+	}
+	if j.dst == "-" {
+		return fn(ctx, in, cmd.OutOrStdout(), name)
+	}
+	if err := os.MkdirAll(filepath.Dir(j.dst), 0o755); err != nil {
+		return err
+	}
+	return writeAtomic(j.dst, j.perm, f.force, func(w io.Writer) error { return fn(ctx, in, w, name) })
+}
+
+// writeAtomic makes dst hold what fn writes, or leaves it untouched: fn
+// writes a temporary file in dst's directory (O_EXCL, mode 0600 until
+// done), which is synced, given perm and renamed over dst (without
+// replacing an existing dst unless force), then the directory is synced.
+// On any failure, a full disk included, the temporary file is removed.
+func writeAtomic(dst string, perm fs.FileMode, force bool, fn func(io.Writer) error) (err error) {
+	dir := filepath.Dir(dst)
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(dir, "."+filepath.Base(dst)+".tencrypt-tmp-"+hex.EncodeToString(rnd[:]))
+	file, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if file != nil {
+			file.Close()
+		}
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if err = fn(file); err != nil {
+		return err
+	}
+	if err = file.Sync(); err != nil {
+		return fmt.Errorf("%s: %w", dst, err)
+	}
+	if err = file.Chmod(perm); err != nil {
+		return err
+	}
+	err = file.Close()
+	file = nil
+	if err != nil {
+		return fmt.Errorf("%s: %w", dst, err)
+	}
+	if err = renameNoReplace(tmp, dst, force); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// renameNoReplace renames tmp to dst, failing with errOutputExists if dst
+// exists and !force. RENAME_NOREPLACE makes the check and the rename one
+// step; where the file system lacks it, a hard link does the same.
+func renameNoReplace(tmp, dst string, force bool) error {
+	if force {
+		return os.Rename(tmp, dst)
+	}
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		if err = os.Link(tmp, dst); err == nil {
+			return os.Remove(tmp)
+		}
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s: %w; nothing was written", dst, errOutputExists)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: tmp, New: dst, Err: err}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// progress prints how much of one input was processed, at most a few times
+// a second, on one terminal line.
+type progress struct {
+	w     io.Writer
+	name  string
+	size  int64
+	n     int64
+	last  time.Time
+	shown bool
+}
+
+// newProgress returns a progress meter for an input of size bytes (-1 if
+// unknown), or nil if none should be shown: only with force, or when w is
+// a terminal and the input is large or of unknown size.
+func newProgress(w io.Writer, name string, size int64, force bool) *progress {
+	if !force {
+		f, ok := w.(*os.File)
+		if !ok {
+			return nil
+		}
+		if _, isTerm := terminal(f); !isTerm || (size >= 0 && size < progressMin) {
+			return nil
+		}
+	}
+	return &progress{w: w, name: name, size: size, last: time.Now()}
+}
+
+func (p *progress) Write(b []byte) (int, error) {
+	p.n += int64(len(b))
+	if now := time.Now(); now.Sub(p.last) >= 250*time.Millisecond {
+		p.last = now
+		p.print()
+	}
+	return len(b), nil
+}
+
+func (p *progress) print() {
+	p.shown = true
+	if p.size > 0 {
+		fmt.Fprintf(p.w, "\r%s: %d / %d MiB (%d%%)", p.name, p.n>>20, p.size>>20, p.n*100/p.size)
+	} else {
+		fmt.Fprintf(p.w, "\r%s: %d MiB", p.name, p.n>>20)
+	}
+}
+
+func (p *progress) done() {
+	p.print()
+	fmt.Fprintln(p.w)
+}
+
+// inspectResult is what inspect prints: the header's public fields and the
+// sizes, never a key. The header is not authenticated without the key, so
+// these are the file's claims.
+type inspectResult struct {
+	File          string `json:"file"`
+	FormatVersion int    `json:"format_version"`
+	Suite         string `json:"suite"`
+	SuiteID       int    `json:"suite_id"`
+	BlockSize     int    `json:"block_size"`
+	FileID        string `json:"file_id"`
+	Tenant        string `json:"tenant"`
+	Provider      string `json:"provider"`
+	Purpose       string `json:"purpose"`
+	KEKVersion    uint32 `json:"kek_version"`
+	HeaderSize    int    `json:"header_size"`
+	FileSize      int64  `json:"file_size"`
+	PlaintextSize int64  `json:"plaintext_size"`
+	Blocks        int64  `json:"blocks"`
+}
+
+func newFileInspectCmd() *cobra.Command {
+	var recursive bool
+	cmd := &cobra.Command{
+		Use:   "inspect [-r] FILE...",
+		Short: "Print the header of encrypted files (no key needed, no secrets printed)",
+		Long: `inspect prints each file's format version, cipher suite, block size, file
+ID, tenant, key backend and KEK version, and its plaintext size computed from
+the file size. It needs no key and opens no backend, so what it prints is
+the file's claim: only decrypt authenticates it. With --json it prints one
+JSON object for a single FILE, and an array otherwise. With -r, directories
+are walked and every file starting with the tencrypt magic is listed.`,
+		Example: `  tencrypt file inspect notes.txt.tenc
+  tencrypt file inspect --json -r data.enc/ | jq '.[] | select(.kek_version < 3) | .file'`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			files, err := tencFiles(args, recursive)
+			if err != nil {
+				return err
+			}
+			var results []inspectResult
+			var first error
+			for _, file := range files {
+				r, err := inspectFile(cmd, file)
+				if err != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "tencrypt: %v\n", err)
+					if first == nil {
+						first = err
+					}
+					continue
+				}
+				results = append(results, r)
+			}
+			var v any = results
+			if len(args) == 1 && len(files) == 1 && !recursive && len(results) == 1 {
+				v = results[0]
+			}
+			if err := report(cmd, v, func(w io.Writer) {
+				for _, r := range results {
+					fmt.Fprintf(w, "%s: tencrypt v%d, %s, %d-byte blocks, tenant %s, backend %s, KEK version %d, file ID %s, %d bytes of plaintext\n",
+						r.File, r.FormatVersion, r.Suite, r.BlockSize, r.Tenant, r.Provider, r.KEKVersion, r.FileID, r.PlaintextSize)
+				}
+			}); err != nil {
+				return err
+			}
+			if first != nil {
+				return exitError{exitCode(first)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&recursive, "recursive", "r", false, "walk directories and list every tencrypt file under them")
+	return cmd
+}
+
+// tencFiles expands directories (with recursive) into the regular files
+// under them that start with the tencrypt magic.
+func tencFiles(args []string, recursive bool) ([]string, error) {
+	var out []string
+	for _, a := range args {
+		fi, err := os.Stat(a)
+		if a == "-" {
+			out = append(out, a)
+			continue
+		}
+		if err != nil {
+			return nil, usageError{err}
+		}
+		if !fi.IsDir() {
+			out = append(out, a)
+			continue
+		}
+		if !recursive {
+			return nil, usageError{fmt.Errorf("%s is a directory: use -r", a)}
+		}
+		err = filepath.WalkDir(a, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			if isTencrypt(path) {
+				out = append(out, path)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func isTencrypt(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [len(format.Magic)]byte
+	_, err = io.ReadFull(f, b[:])
+	return err == nil && string(b[:]) == format.Magic
+}
+
+func inspectFile(cmd *cobra.Command, file string) (inspectResult, error) {
+	var in io.Reader = cmd.InOrStdin()
+	size := int64(-1)
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return inspectResult{}, err
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return inspectResult{}, err
+		}
+		in, size = f, fi.Size()
+	}
+	h, err := format.ReadHeader(in)
+	if err != nil {
+		return inspectResult{}, fmt.Errorf("%s: %w", file, err)
+	}
+	if size < 0 {
+		n, err := io.Copy(io.Discard, in)
+		if err != nil {
+			return inspectResult{}, err
+		}
+		size = int64(h.Size()) + n
+	}
+	ps, err := format.PlaintextSize(h.Size(), size)
+	if err != nil {
+		return inspectResult{}, fmt.Errorf("%s: %w", file, err)
+	}
+	return inspectResult{
+		File: file, FormatVersion: int(h.Version), Suite: h.Suite.String(), SuiteID: int(h.Suite), BlockSize: h.BlockSize,
+		FileID: hex.EncodeToString(h.FileID[:]), Tenant: h.Key.Tenant, Provider: h.Key.Provider, Purpose: h.Key.Purpose,
+		KEKVersion: h.Key.KEKVersion, HeaderSize: h.Size(), FileSize: size, PlaintextSize: ps,
+		Blocks: max(1, (ps+format.BlockSize-1)/format.BlockSize),
+	}, nil
+}
+
+// fileRewrapResult reports one file of rewrap.
+type fileRewrapResult struct {
+	File   string `json:"file"`
+	Tenant string `json:"tenant,omitempty"`
+	From   uint32 `json:"from_version,omitempty"`
+	To     uint32 `json:"to_version,omitempty"`
+	// Status is "rewrapped", "current" (already at the current version) or
+	// "error".
+	Status string `json:"status"`
+	// Method is "in-place" (only the header bytes were rewritten) or "copy"
+	// (the file was rewritten through a temporary file).
+	Method string `json:"method,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+func newFileRewrapCmd() *cobra.Command {
+	var recursive, copyAlways bool
+	cmd := &cobra.Command{
+		Use:   "rewrap [-r] FILE...",
+		Short: "Move encrypted files to their tenant's current KEK version, rewriting only the header",
+		Long: `rewrap re-wraps each file's data-encryption key under the tenant's current KEK
+version and writes the new header. The content blocks do not change: the DEK
+is the same, only its wrapping is. Files already at the current version are
+left alone.
+
+Before writing, rewrap checks the old header's seal and that the new wrapped
+key unwraps to the same DEK. When the new header has the size of the old one
+(the usual case: same backend and tenant) it is written in place over the
+first bytes of the file and synced; this is one write of a few hundred bytes
+inside the first disk sector. Otherwise, or with --copy, the file is rewritten
+through a temporary file that is synced and renamed over it, so a crash
+leaves the old or the new file. Every unwrap and rewrap is audited.
+
+All files are tried; the exit code is that of the first failure.`,
+		Example: `  tencrypt keys rotate blue
+  tencrypt file rewrap -r data.enc/
+  tencrypt keys retire blue --min-version 2 --check data.enc/`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			files, err := tencFiles(args, recursive)
+			if err != nil {
+				return err
+			}
+			for _, f := range files {
+				if f == "-" {
+					return usageError{errors.New("rewrap changes files: stdin cannot be rewrapped")}
+				}
+			}
+			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, cfg keysConfig) error {
+				env, closeEnv, err := fileEnvelope(p, cfg)
+				if err != nil {
+					return err
+				}
+				defer closeEnv()
+				current := map[string]uint32{}
+				var results []fileRewrapResult
+				var first error
+				for _, file := range files {
+					r, err := rewrapTencFile(ctx, env, p, current, file, copyAlways)
+					if err != nil {
+						r.Status, r.Error = "error", err.Error()
+						fmt.Fprintf(cmd.ErrOrStderr(), "tencrypt: %v\n", err)
+						if first == nil {
+							first = err
+						}
+					}
+					results = append(results, r)
+				}
+				if err := report(cmd, results, func(w io.Writer) {
+					for _, r := range results {
+						switch r.Status {
+						case "rewrapped":
+							fmt.Fprintf(w, "%s: tenant %s, KEK version %d -> %d (%s)\n", r.File, r.Tenant, r.From, r.To, r.Method)
+						case "current":
+							fmt.Fprintf(w, "%s: tenant %s, already at current version %d\n", r.File, r.Tenant, r.From)
+						}
+					}
+				}); err != nil {
+					return err
+				}
+				if first != nil {
+					return exitError{exitCode(first)}
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&recursive, "recursive", "r", false, "walk directories and rewrap every tencrypt file under them")
+	cmd.Flags().BoolVar(&copyAlways, "copy", false, "always rewrite through a temporary file, never in place")
+	return cmd
+}
+
+func rewrapTencFile(ctx context.Context, env *keys.Envelope, p keys.KEKProvider, current map[string]uint32, file string, copyAlways bool) (fileRewrapResult, error) {
+	r := fileRewrapResult{File: file}
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	if err != nil {
+		return r, err
+	}
+	defer f.Close()
+	h, err := format.ReadHeader(f)
+	if err != nil {
+		return r, fmt.Errorf("%s: %w", file, err)
+	}
+	r.Tenant, r.From = h.Key.Tenant, h.Key.KEKVersion
+	cur, ok := current[h.Key.Tenant]
+	if !ok {
+		ti, err := p.Tenant(ctx, h.Key.Tenant)
+		if err != nil {
+			return r, fmt.Errorf("%s: %w", file, err)
+		}
+		cur = ti.Current
+		current[h.Key.Tenant] = cur
+	}
+	if h.Key.KEKVersion == cur {
+		r.Status, r.To = "current", cur
+		return r, nil
+	}
+	nh, err := format.Rewrap(h, fileUnwrapper(ctx, env, "", "file rewrap"), func(wk keys.WrappedKey) (keys.WrappedKey, error) {
+		return env.Rewrap(ctx, wk, format.Purpose, caller("file rewrap"))
+	}, format.WithPath(file))
+	if err != nil {
+		return r, err
+	}
+	r.To = nh.Key.KEKVersion
+	if nh.Size() == h.Size() && !copyAlways {
+		if _, err := f.WriteAt(nh.Bytes(), 0); err != nil {
+			return r, fmt.Errorf("%s: write the new header: %w", file, err)
+		}
+		if err := f.Sync(); err != nil {
+			return r, fmt.Errorf("%s: %w", file, err)
+		}
+		r.Status, r.Method = "rewrapped", "in-place"
+		return r, nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return r, err
+	}
+	err = writeAtomic(file, fi.Mode().Perm(), true, func(w io.Writer) error {
+		if _, err := w.Write(nh.Bytes()); err != nil {
+			return err
+		}
+		_, err := io.Copy(w, io.NewSectionReader(f, int64(h.Size()), fi.Size()-int64(h.Size())))
+		return err
+	})
+	if err != nil {
+		return r, fmt.Errorf("%s: %w (the file is unchanged)", file, err)
+	}
+	r.Status, r.Method = "rewrapped", "copy"
+	return r, nil
+}
