@@ -180,7 +180,14 @@ command's exit code becomes tencrypt's.`,
 			if err := requireRoot("lab exec"); err != nil {
 				return err
 			}
-			c, err := lab.New(f.stateDir, labLogger(cmd)).Command(cmd.Context(), f.name, args[0], args[1:]...)
+			argv := args[1:]
+			if argv[0] == "--" { // flag parsing stopped at POD, so "--" is still here
+				argv = argv[1:]
+			}
+			if len(argv) == 0 {
+				return usageError{errors.New("no command to run after POD")}
+			}
+			c, err := lab.New(f.stateDir, labLogger(cmd)).Command(cmd.Context(), f.name, args[0], argv...)
 			if err != nil {
 				return err
 			}
