@@ -123,7 +123,7 @@ func (l *transitLab) startAgent(node string) {
 	}
 	a := &agentProc{addr: addr, log: &bytes.Buffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(bin, "agent", "--name", l.name, "--state-dir", l.stateDir, "--node", node,
-		"--listen", addr, "--interval", "200ms")
+		"--listen", addr, "--interval", "200ms", "--key-check-interval", "500ms")
 	a.cmd.Env = l.env
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
@@ -611,5 +611,88 @@ func TestTransitAgentEndpoints(t *testing.T) {
 	// pre-shared key material, whose hex or base64 forms are long.
 	if logs := a.log.String(); strings.Contains(logs, "private_key") || strings.Contains(logs, "preshared_key") {
 		t.Errorf("agent log mentions key material:\n%s", logs)
+	}
+}
+
+// tenantState returns what an agent says of a tenant.
+func (l *transitLab) tenantState(node, tenant string) (agent.TenantStatus, bool) {
+	st, err := l.status(node)
+	if err != nil {
+		return agent.TenantStatus{}, false
+	}
+	for _, t := range st.Tenants {
+		if t.Tenant == tenant {
+			return t, true
+		}
+	}
+	return agent.TenantStatus{}, false
+}
+
+func TestTransitKeyRotationAndShredding(t *testing.T) {
+	l := newTransitLab(t)
+	src, dst := "blue-1a", "blue-2b"
+	ln := nettest.ListenTCP(t, l.ns(dst), netip.AddrPortFrom(netip.IPv4Unspecified(), 9500))
+	c, err := nettest.Dial(ctxTimeout(t), l.ns(src), "tcp4", netip.AddrPortFrom(l.ip(dst), 9500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before := marker("before-rotation")
+	c.Write(before)
+	if err := ln.WaitFor(ctxTimeout(t), before); err != nil {
+		t.Fatal(err)
+	}
+
+	// Rotate the KEK, then move transit onto it: every agent takes the new
+	// PSK and tunnels re-handshake; the open connection carries on.
+	l.run("keys", "rotate", "blue")
+	l.run("transit", "rotate", "blue", "--name", l.name, "--state-dir", l.stateDir)
+	l.waitFor("both agents to use the PSK under KEK version 2", func() (bool, string) {
+		for node := range l.agents {
+			ts, ok := l.tenantState(node, "blue")
+			if !ok || !ts.Usable || ts.KEKVersion != 2 {
+				return false, fmt.Sprintf("%s: %+v", node, ts)
+			}
+		}
+		return true, ""
+	})
+	after := marker("after-rotation")
+	c.Write(after)
+	if err := ln.WaitFor(ctxTimeout(t), after); err != nil {
+		t.Fatalf("the connection did not survive the PSK rotation: %v", err)
+	}
+
+	// Shred the tenant: agents notice, tunnels lose their peers, the guards
+	// drop the tenant's traffic. Nothing falls back to plaintext.
+	l.run("keys", "shred", "blue", "--yes")
+	l.waitFor("both agents to report blue's transit key unusable", func() (bool, string) {
+		for node := range l.agents {
+			ts, ok := l.tenantState(node, "blue")
+			if !ok || ts.Usable || !strings.Contains(ts.Problem, "shredded") {
+				return false, fmt.Sprintf("%s: %+v", node, ts)
+			}
+		}
+		return true, ""
+	})
+	l.waitFor("blue's tunnels to have no peers", func() (bool, string) {
+		st, err := l.status("node1")
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, p := range st.Pods {
+			if len(p.Peers) != 0 {
+				return false, fmt.Sprintf("%s has %d peers", p.Pod, len(p.Peers))
+			}
+		}
+		return true, ""
+	})
+	if err := nettest.SendUDP(ctxTimeout(t), l.ns(src), netip.AddrPortFrom(l.ip(dst), 9501), marker("shredded")); err == nil {
+		t.Error("a UDP send to a tenant peer succeeded after the tenant was shredded; want the guard to refuse it")
+	}
+	// A shredded tenant is a state, not an agent failure.
+	for node := range l.agents {
+		if st, err := l.status(node); err != nil || !st.Healthy {
+			t.Errorf("agent %s unhealthy after a shred: %+v %v", node, st.LastError, err)
+		}
 	}
 }

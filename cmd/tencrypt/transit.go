@@ -48,7 +48,7 @@ func labRegistry(labName, stateDir string, log *slog.Logger) registry.Registry {
 func newAgentCmd() *cobra.Command {
 	var f labFlags
 	var listen, node string
-	var interval time.Duration
+	var interval, keyCheck time.Duration
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -90,7 +90,8 @@ tenant's transit key; every unwrap is audited).`,
 			}
 			defer closeKeys()
 			a := agent.New(agent.Config{
-				Node: node, Registry: labRegistry(f.name, f.stateDir, log), Keys: env, Interval: interval, Log: log,
+				Node: node, Registry: labRegistry(f.name, f.stateDir, log), Keys: env, Interval: interval,
+				KeyCheckInterval: keyCheck, Log: log,
 			})
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
@@ -112,6 +113,7 @@ tenant's transit key; every unwrap is audited).`,
 	cmd.Flags().StringVar(&node, "node", "", "the node this agent serves (required)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9105", "address for /metrics, /healthz and /status (empty: none)")
 	cmd.Flags().DurationVar(&interval, "interval", time.Second, "time between reconcile rounds")
+	cmd.Flags().DurationVar(&keyCheck, "key-check-interval", 30*time.Second, "how often to ask the key backend whether each tenant's keys still exist (a shredded tenant's tunnels stop within this)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log per-pod and WireGuard detail")
 	cmd.MarkFlagRequired("node")
 	return cmd
@@ -281,6 +283,13 @@ func printTransitStatus(w io.Writer, all []agent.Status) {
 			health = "UNHEALTHY: " + st.LastError
 		}
 		fmt.Fprintf(tw, "node %s: %s, %d rounds (%d failed)\n", st.Node, health, st.Rounds, st.Failures)
+		for _, t := range st.Tenants {
+			if t.Usable {
+				fmt.Fprintf(tw, "tenant %s: transit key under KEK version %d\n", t.Tenant, t.KEKVersion)
+			} else {
+				fmt.Fprintf(tw, "tenant %s: NO USABLE TRANSIT KEY: %s\n", t.Tenant, t.Problem)
+			}
+		}
 		fmt.Fprintln(tw, "POD\tTENANT\tIP\tTUNNEL\tPEERS\tHANDSHAKEN\tRX\tTX\tDROPPED IN\tDROPPED OUT")
 		for _, p := range st.Pods {
 			up := "down"

@@ -12,7 +12,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -39,7 +38,11 @@ type Config struct {
 	Keys *keys.Envelope
 	// Interval between reconciliation rounds; 0 means one second.
 	Interval time.Duration
-	Log      *slog.Logger
+	// KeyCheckInterval is how often the agent asks the key backend whether
+	// each tenant still has its keys, so that a shredded tenant's tunnels
+	// stop without waiting for a restart; 0 means 30 seconds.
+	KeyCheckInterval time.Duration
+	Log              *slog.Logger
 }
 
 // Agent serves the enrolled pods of one node.
@@ -49,7 +52,7 @@ type Agent struct {
 
 	mu   sync.Mutex // guards everything below
 	pods map[string]*servedPod
-	psks map[string]*tenantPSK
+	psks map[string]*tenantKey
 	// lastRound and lastErr say how the latest round went (health).
 	lastRound time.Time
 	lastErr   error
@@ -67,10 +70,18 @@ type servedPod struct {
 	expectedPeers int
 }
 
-type tenantPSK struct {
+// tenantKey is what the agent knows of a tenant's transit key. A key that
+// cannot be used for good (shredded, unknown tenant, failed authentication)
+// is remembered, so the agent does not retry it every round; a passing
+// failure (KMS unreachable) is not, and is retried.
+type tenantKey struct {
 	blobHash [32]byte
 	key      tunnel.PresharedKey
 	version  uint32
+	usable   bool
+	// problem says why the key is not usable.
+	problem string
+	checked time.Time
 }
 
 // New returns an agent; Run starts it.
@@ -78,11 +89,14 @@ func New(cfg Config) *Agent {
 	if cfg.Interval == 0 {
 		cfg.Interval = time.Second
 	}
+	if cfg.KeyCheckInterval == 0 {
+		cfg.KeyCheckInterval = 30 * time.Second
+	}
 	return &Agent{
 		cfg:  cfg,
 		log:  cfg.Log.With("node", cfg.Node),
 		pods: map[string]*servedPod{},
-		psks: map[string]*tenantPSK{},
+		psks: map[string]*tenantKey{},
 	}
 }
 
@@ -135,6 +149,7 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 		if err := a.refreshPSKLocked(ctx, tenant, t.PSK); err != nil {
 			errs = append(errs, err)
 		}
+		a.checkTenantLocked(ctx, tenant)
 	}
 	for tenant := range a.psks {
 		if _, ok := snap.Tenants[tenant]; !ok {
@@ -164,24 +179,31 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 }
 
 // refreshPSKLocked unwraps a tenant's PSK when its blob is new or changed.
-// A tenant whose PSK cannot be opened (shredded, KMS down, revoked) loses
-// it: its tunnels get no peers, and the guards drop its traffic.
+// A tenant whose PSK cannot be opened (shredded, KMS down, revoked) has no
+// usable key: its tunnels get no peers, and the guards drop its traffic.
 func (a *Agent) refreshPSKLocked(ctx context.Context, tenant string, blob []byte) error {
 	h := sha256.Sum256(blob)
-	if cur, ok := a.psks[tenant]; ok && bytes.Equal(cur.blobHash[:], h[:]) {
+	if cur, ok := a.psks[tenant]; ok && cur.blobHash == h {
 		return nil
 	}
 	var wk keys.WrappedKey
 	if err := wk.UnmarshalBinary(blob); err != nil {
-		a.dropPSKLocked(tenant)
+		a.setUnusableLocked(tenant, h, err)
 		return fmt.Errorf("tenant %s: transit key: %w", tenant, err)
 	}
 	if wk.Tenant != tenant {
-		a.dropPSKLocked(tenant)
-		return fmt.Errorf("tenant %s: transit key belongs to tenant %q", tenant, wk.Tenant)
+		err := fmt.Errorf("transit key belongs to tenant %q", wk.Tenant)
+		a.setUnusableLocked(tenant, h, err)
+		return fmt.Errorf("tenant %s: %w", tenant, err)
 	}
 	dek, err := a.cfg.Keys.Unwrap(ctx, wk, registry.PSKPurpose, "agent/"+a.cfg.Node)
 	if err != nil {
+		if errors.Is(err, keys.ErrShredded) || errors.Is(err, keys.ErrUnknownTenant) || errors.Is(err, keys.ErrAuth) {
+			// For good: not an agent failure, and not retried until the
+			// tenant gets a new key.
+			a.setUnusableLocked(tenant, h, err)
+			return nil
+		}
 		a.dropPSKLocked(tenant)
 		return fmt.Errorf("tenant %s: open transit key: %w", tenant, err)
 	}
@@ -191,21 +213,52 @@ func (a *Agent) refreshPSKLocked(ctx context.Context, tenant string, blob []byte
 		return err
 	}
 	old, had := a.psks[tenant]
-	a.psks[tenant] = &tenantPSK{blobHash: h, key: psk, version: wk.KEKVersion}
+	a.psks[tenant] = &tenantKey{blobHash: h, key: psk, version: wk.KEKVersion, usable: true, checked: time.Now()}
 	if had {
 		old.key.Zero()
-		a.log.Info("tenant transit key rotated", "tenant", tenant, "kek_version", wk.KEKVersion)
+		a.log.Info("tenant transit key changed", "tenant", tenant, "kek_version", wk.KEKVersion)
 	} else {
 		a.log.Info("tenant enrolled", "tenant", tenant, "kek_version", wk.KEKVersion)
 	}
 	return nil
 }
 
+// checkTenantLocked asks the key backend, every KeyCheckInterval, whether
+// the tenant's keys still exist. A cached PSK would otherwise keep a
+// shredded tenant's tunnels up until the agent restarts.
+func (a *Agent) checkTenantLocked(ctx context.Context, tenant string) {
+	k, ok := a.psks[tenant]
+	if !ok || !k.usable || time.Since(k.checked) < a.cfg.KeyCheckInterval {
+		return
+	}
+	info, err := a.cfg.Keys.Provider().Tenant(ctx, tenant)
+	switch {
+	case err == nil && info.Shredded:
+		err = keys.ErrShredded
+	case err == nil, errors.Is(err, keys.ErrBackendUnavailable), errors.Is(err, keys.ErrPermissionDenied):
+		// Still there, or cannot tell: keep the key (availability), and
+		// ask again next time.
+		k.checked = time.Now()
+		return
+	}
+	a.setUnusableLocked(tenant, k.blobHash, err)
+}
+
+func (a *Agent) setUnusableLocked(tenant string, blobHash [32]byte, why error) {
+	if cur, ok := a.psks[tenant]; ok {
+		cur.key.Zero()
+	}
+	a.psks[tenant] = &tenantKey{blobHash: blobHash, problem: why.Error()}
+	a.log.Warn("tenant transit key unusable: its pods' tunnels have no peers and the guards drop its traffic", "tenant", tenant, "reason", why)
+}
+
 func (a *Agent) dropPSKLocked(tenant string) {
 	if cur, ok := a.psks[tenant]; ok {
 		cur.key.Zero()
 		delete(a.psks, tenant)
-		a.log.Warn("tenant transit key unavailable: its pods' tunnels have no peers until it is back", "tenant", tenant)
+		if cur.usable {
+			a.log.Warn("tenant transit key unavailable: its pods' tunnels have no peers until it is back", "tenant", tenant)
+		}
 	}
 }
 
@@ -257,7 +310,7 @@ func (a *Agent) servePodLocked(ctx context.Context, p registry.Pod, snap *regist
 
 	var peers []tunnel.Peer
 	var psk tunnel.PresharedKey
-	if t, ok := a.psks[p.Tenant]; ok {
+	if t, ok := a.psks[p.Tenant]; ok && t.usable {
 		psk = t.key
 		peers = peerList(p, snap)
 	}

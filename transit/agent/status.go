@@ -27,10 +27,14 @@ type Status struct {
 	Pods      []PodStatus    `json:"pods"`
 }
 
-// TenantStatus is an enrolled tenant whose transit key this agent holds.
+// TenantStatus is an enrolled tenant as this agent sees it.
 type TenantStatus struct {
-	Tenant     string `json:"tenant"`
-	KEKVersion uint32 `json:"kek_version"`
+	Tenant string `json:"tenant"`
+	// Usable is false when the tenant's transit key cannot be opened, for
+	// the reason in Problem (its keys were shredded, say).
+	Usable     bool   `json:"usable"`
+	KEKVersion uint32 `json:"kek_version,omitempty"`
+	Problem    string `json:"problem,omitempty"`
 }
 
 // PodStatus is one served pod.
@@ -71,7 +75,7 @@ func (a *Agent) Status(ctx context.Context) Status {
 		st.LastError = a.lastErr.Error()
 	}
 	for t, k := range a.psks {
-		st.Tenants = append(st.Tenants, TenantStatus{Tenant: t, KEKVersion: k.version})
+		st.Tenants = append(st.Tenants, TenantStatus{Tenant: t, Usable: k.usable, KEKVersion: k.version, Problem: k.problem})
 	}
 	type served struct {
 		sp  servedPod
