@@ -296,15 +296,7 @@ func printTransitStatus(w io.Writer, all []agent.Status) {
 			if p.TunnelUp {
 				up = "up"
 			}
-			var rx, tx uint64
-			shaken := 0
-			for _, peer := range p.Peers {
-				rx += peer.RxBytes
-				tx += peer.TxBytes
-				if !peer.LastHandshake.IsZero() {
-					shaken++
-				}
-			}
+			rx, tx, shaken := p.Totals()
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Pod, p.Tenant, p.IP, up, len(p.Peers), shaken, rx, tx,
 				p.Dropped.PlaintextInPackets+p.Dropped.VIPInPackets, p.Dropped.PlaintextOutPackets+p.Dropped.VIPOutPackets)
 		}

@@ -56,6 +56,19 @@ type PodStatus struct {
 	GuardError string         `json:"guard_error,omitempty"`
 }
 
+// Totals sums the pod's tunnel counters over its peers: bytes received and
+// sent, and how many peers completed a handshake.
+func (p *PodStatus) Totals() (rx, tx uint64, handshaken int) {
+	for _, peer := range p.Peers {
+		rx += peer.RxBytes
+		tx += peer.TxBytes
+		if !peer.LastHandshake.IsZero() {
+			handshaken++
+		}
+	}
+	return rx, tx, handshaken
+}
+
 // healthyAfter is how many intervals may pass without a successful round
 // before the agent reports itself unhealthy.
 const healthyAfter = 3
@@ -168,15 +181,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	perTenant := map[string]int{}
 	for _, p := range st.Pods {
 		perTenant[p.Tenant]++
-		var rx, tx uint64
-		shaken := 0
-		for _, peer := range p.Peers {
-			rx += peer.RxBytes
-			tx += peer.TxBytes
-			if !peer.LastHandshake.IsZero() {
-				shaken++
-			}
-		}
+		rx, tx, shaken := p.Totals()
 		ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(len(p.Peers)), p.Pod, p.Tenant)
 		ch <- prometheus.MustNewConstMetric(descHandshakes, prometheus.GaugeValue, float64(shaken), p.Pod, p.Tenant)
 		ch <- prometheus.MustNewConstMetric(descRx, prometheus.CounterValue, float64(rx), p.Pod, p.Tenant)
