@@ -31,8 +31,9 @@ type File struct {
 	path string
 	size int64 // plaintext size
 
-	pt  [BlockSize]byte // one block of plaintext
-	out []byte          // sealed blocks gathered for one WriteAt
+	pt     [BlockSize]byte       // one block of plaintext
+	sealed [SealedBlockSize]byte // one sealed block read back
+	out    []byte                // sealed blocks gathered for one WriteAt
 }
 
 // CreateFile writes a new empty encrypted file to s (header and the empty
@@ -84,7 +85,7 @@ func (f *File) blockOffset(b int64) int64 { return int64(f.hdr.Size()) + b*Seale
 // returns its plaintext.
 func (f *File) readBlock(b int64) ([]byte, error) {
 	n := min(BlockSize, f.size-b*BlockSize) + BlockOverhead
-	buf := make([]byte, n)
+	buf := f.sealed[:n]
 	if m, err := f.s.ReadAt(buf, f.blockOffset(b)); int64(m) < n {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF

@@ -46,7 +46,7 @@ func OpenReaderAt(ra io.ReaderAt, size int64, unwrap Unwrapper, opts ...Option) 
 	}
 	body := size - int64(h.Size())
 	r := &ReaderAt{ra: ra, keys: k, hdr: h, ad: newBlockAD(h), path: o.path, size: ps, body: body, last: (body+SealedBlockSize-1)/SealedBlockSize - 1}
-	r.bufs.New = func() any { b := make([]byte, 0, readBatch*SealedBlockSize); return &b }
+	r.bufs.New = func() any { return &readScratch{cbuf: make([]byte, readBatch*SealedBlockSize)} }
 	// Authenticate the final block now: it vouches for the size the caller
 	// gave (a file cut at a block boundary, or emptied, fails here), and an
 	// empty file would otherwise have no block read at all.
@@ -74,10 +74,9 @@ func (r *ReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	want := min(int64(len(p)), r.size-off)
-	bp := r.bufs.Get().(*[]byte)
-	defer r.bufs.Put(bp)
-	var scratch [BlockSize]byte
-	ad := r.ad // a copy per call: concurrent reads share nothing mutable
+	sc := r.bufs.Get().(*readScratch)
+	defer r.bufs.Put(sc)
+	sc.ad = r.ad // per call: concurrent reads share nothing mutable
 	n := 0
 	for int64(n) < want {
 		pos := off + int64(n)
@@ -87,7 +86,7 @@ func (r *ReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		count := min(lastWanted-first+1, readBatch)
 		cstart := int64(r.hdr.Size()) + first*SealedBlockSize
 		clen := min(count*SealedBlockSize, int64(r.hdr.Size())+r.body-cstart)
-		cbuf := (*bp)[:clen]
+		cbuf := sc.cbuf[:clen]
 		if m, err := r.ra.ReadAt(cbuf, cstart); int64(m) < clen {
 			if err == nil || errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
@@ -97,7 +96,7 @@ func (r *ReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		for b := first; b < first+count && int64(n) < want; b++ {
 			sealed := cbuf[(b-first)*SealedBlockSize:]
 			sealed = sealed[:min(len(sealed), SealedBlockSize)]
-			pt, err := r.keys.content.OpenBlock(scratch[:0], sealed, ad.set(b, b == r.last))
+			pt, err := r.keys.content.OpenBlock(sc.pt[:0], sealed, sc.ad.set(b, b == r.last))
 			if err != nil {
 				return n, &CorruptError{Path: r.path, Block: b, Reason: reasonAuth}
 			}
@@ -106,11 +105,19 @@ func (r *ReaderAt) ReadAt(p []byte, off int64) (int, error) {
 			n += c
 		}
 	}
-	clear(scratch[:])
+	clear(sc.pt[:])
 	if int64(n) < int64(len(p)) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// readScratch is the per-call memory of ReadAt, pooled so that reads
+// allocate nothing.
+type readScratch struct {
+	cbuf []byte
+	pt   [BlockSize]byte
+	ad   blockAD
 }
 
 // checkFinal reads and authenticates the final block.
