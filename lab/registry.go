@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tencrypt/tencrypt/internal/atomicfile"
 	"github.com/tencrypt/tencrypt/transit/netns"
 	"github.com/tencrypt/tencrypt/transit/registry"
 )
@@ -140,21 +141,5 @@ func (r *Registry) update(fn func(*transitState)) error {
 // writeFileAtomic replaces path with data: a crash leaves the old or the
 // new content, never a mix.
 func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, append(data, '\n'), atomicfile.Options{Perm: 0o644, Replace: true})
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tencrypt/tencrypt/internal/atomicfile"
 	"github.com/tencrypt/tencrypt/keys"
 )
 
@@ -32,45 +31,14 @@ func readBlob(path string) (keys.WrappedKey, error) {
 	return wk, nil
 }
 
-// replaceFile writes data over path atomically, keeping path's mode: a
-// temporary file in the same directory (O_EXCL), fsync, rename, fsync of
-// the directory. A crash leaves the old or the new content, never a mix.
-func replaceFile(path string, data []byte) (err error) {
+// replaceFile writes data over path atomically, keeping path's mode (see
+// internal/atomicfile): a crash leaves the old or the new content.
+func replaceFile(path string, data []byte) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return err
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	dir := filepath.Dir(path)
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fi.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(path, data, atomicfile.Options{Perm: fi.Mode().Perm(), Replace: true})
 }
 
 // blobRef is a wrapped key found in a file.

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tencrypt/tencrypt/internal/atomicfile"
 	"github.com/tencrypt/tencrypt/internal/cryptocore"
 	"github.com/tencrypt/tencrypt/keys"
 )
@@ -399,7 +400,7 @@ func (p *Provider) ReissueAccessKey(ctx context.Context, tenant string) (string,
 	if err := os.Rename(tmpPath, keyPath); err != nil {
 		return "", fmt.Errorf("local keyring: the new access key of tenant %q is in %s; move it to %s: %w", tenant, tmpPath, keyPath, err)
 	}
-	return keyPath, syncDir(filepath.Dir(keyPath))
+	return keyPath, atomicfile.SyncDir(filepath.Dir(keyPath))
 }
 
 // Rotate adds a KEK version to tenant and makes it current.
