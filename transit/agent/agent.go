@@ -12,6 +12,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -414,18 +415,8 @@ func sortedPods(m map[string]registry.Pod) []registry.Pod {
 	for _, p := range m {
 		out = append(out, p)
 	}
-	slices.SortFunc(out, func(x, y registry.Pod) int { return cmpString(x.Name, y.Name) })
+	slices.SortFunc(out, func(x, y registry.Pod) int { return cmp.Compare(x.Name, y.Name) })
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func namespaceID(path string) (uint64, error) {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -116,8 +117,8 @@ func (a *Agent) Status(ctx context.Context) Status {
 		}
 		st.Pods = append(st.Pods, ps)
 	}
-	slices.SortFunc(st.Tenants, func(x, y TenantStatus) int { return cmpString(x.Tenant, y.Tenant) })
-	slices.SortFunc(st.Pods, func(x, y PodStatus) int { return cmpString(x.Pod, y.Pod) })
+	slices.SortFunc(st.Tenants, func(x, y TenantStatus) int { return cmp.Compare(x.Tenant, y.Tenant) })
+	slices.SortFunc(st.Pods, func(x, y PodStatus) int { return cmp.Compare(x.Pod, y.Pod) })
 	return st
 }
 
