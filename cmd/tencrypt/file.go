@@ -730,8 +730,9 @@ func inspectFile(cmd *cobra.Command, file string) (inspectResult, error) {
 		size = int64(h.Size()) + n
 	}
 	ps, err := format.PlaintextSize(h.Size(), size)
-	if err != nil {
-		return inspectResult{}, fmt.Errorf("%s: %w", file, err)
+	if ce := (*format.CorruptError)(nil); errors.As(err, &ce) {
+		ce.Path = file
+		return inspectResult{}, ce
 	}
 	return inspectResult{
 		File: file, FormatVersion: int(h.Version), Suite: h.Suite.String(), SuiteID: int(h.Suite), BlockSize: h.BlockSize,
