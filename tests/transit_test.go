@@ -176,24 +176,28 @@ func (l *transitLab) waitFor(what string, cond func() (bool, string)) {
 	l.t.Fatalf("timed out waiting for %s: %s", what, last)
 }
 
-// waitReady waits until every blue pod's tunnel is up with the other three
-// blue pods as peers.
+// waitReady waits until every blue pod's tunnel knows the current key of
+// every other blue pod.
 func (l *transitLab) waitReady() {
 	l.t.Helper()
-	l.waitFor("every blue pod to have a tunnel with 3 peers", func() (bool, string) {
-		n := 0
+	l.waitFor("blue's mesh to be complete", func() (bool, string) {
+		var all []agent.Status
 		for node := range l.agents {
 			st, err := l.status(node)
 			if err != nil {
 				return false, err.Error()
 			}
-			for _, p := range st.Pods {
-				if p.Ready && p.ExpectedPeers == 3 {
-					n++
-				}
-			}
+			all = append(all, st)
 		}
-		return n == 4, fmt.Sprintf("%d of 4 ready", n)
+		n := 0
+		for _, st := range all {
+			n += len(st.Pods)
+		}
+		if n != 4 {
+			return false, fmt.Sprintf("%d of 4 pods served", n)
+		}
+		problems := agent.MeshProblems(all)
+		return len(problems) == 0, strings.Join(problems, "; ")
 	})
 }
 

@@ -191,8 +191,9 @@ func newTransitStatusCmd() *cobra.Command {
 		Short: "Show each agent's pods: tunnel, peers, last handshakes, bytes, guard drops",
 		Long: `Ask one or more agents (their --listen address) for their state and print
 it. Exits 1 if an agent cannot be reached, reports itself unhealthy, or (with
---wait) has a pod that is not ready: its tunnel up with a peer for every other
-pod of its tenant.`,
+--wait) the tenants' meshes are not complete: a pod whose tunnel lacks a peer,
+or does not yet know the current key of a pod served by another of the agents
+asked (for up to a reconcile round after an agent restart).`,
 		Example: `  tencrypt transit status --agent 127.0.0.1:9105 --agent 127.0.0.1:9106
   tencrypt transit status --agent 127.0.0.1:9105 --wait 30s   # in scripts: until every pod is ready`,
 		Args: cobra.NoArgs,
@@ -231,14 +232,12 @@ func collectStatus(ctx context.Context, client *http.Client, agents []string, re
 		if !st.Healthy {
 			errs = append(errs, fmt.Errorf("agent %s (node %s) is unhealthy: %s", a, st.Node, st.LastError))
 		}
-		if requireReady {
-			for _, p := range st.Pods {
-				if !p.Ready {
-					errs = append(errs, fmt.Errorf("pod %s is not ready: %d of %d peers", p.Pod, len(p.Peers), p.ExpectedPeers))
-				}
-			}
-		}
 		all = append(all, st)
+	}
+	if requireReady {
+		for _, p := range agent.MeshProblems(all) {
+			errs = append(errs, errors.New(p))
+		}
 	}
 	return all, errors.Join(errs...)
 }

@@ -89,3 +89,27 @@ func TestGuardEqualComparesEveryField(t *testing.T) {
 		}
 	}
 }
+
+func TestMeshProblems(t *testing.T) {
+	k := func(b byte) tunnel.PublicKey { return tunnel.PublicKey{b} }
+	peer := func(b byte) tunnel.PeerStats { return tunnel.PeerStats{PublicKey: k(b)} }
+	node1 := Status{Pods: []PodStatus{
+		{Pod: "a", Tenant: "blue", PublicKey: k(1).String(), Ready: true, ExpectedPeers: 1, Peers: []tunnel.PeerStats{peer(2)}},
+		{Pod: "r", Tenant: "red", PublicKey: k(9).String(), Ready: true},
+	}}
+	node2 := Status{Pods: []PodStatus{
+		{Pod: "b", Tenant: "blue", PublicKey: k(2).String(), Ready: true, ExpectedPeers: 1, Peers: []tunnel.PeerStats{peer(1)}},
+	}}
+	if p := MeshProblems([]Status{node1, node2}); p != nil {
+		t.Errorf("complete mesh: %v", p)
+	}
+	// a restarted with a new key; b still has the old one.
+	node1.Pods[0].PublicKey = k(3).String()
+	if p := MeshProblems([]Status{node1, node2}); len(p) != 1 || p[0] != "pod b does not know a's current key yet" {
+		t.Errorf("stale key: %v", p)
+	}
+	node2.Pods[0].Ready = false
+	if p := MeshProblems([]Status{node2}); len(p) != 1 {
+		t.Errorf("pod not ready: %v", p)
+	}
+}

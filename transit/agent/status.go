@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -68,6 +69,46 @@ func (p *PodStatus) Totals() (rx, tx uint64, handshaken int) {
 		}
 	}
 	return rx, tx, handshaken
+}
+
+// MeshProblems checks several agents' statuses against each other and
+// returns what keeps the tenants' meshes from being complete: a pod that is
+// not ready, or a pod whose tunnel does not (yet) know the current public key
+// of another pod of its tenant served by one of these agents. That happens
+// for up to a reconcile round after a pod gets a new key (an agent restart);
+// until then handshakes with the new key fail. Nil means every pod can reach
+// every other pod of its tenant.
+func MeshProblems(statuses []Status) []string {
+	type pod struct {
+		tenant string
+		key    string
+	}
+	pods := map[string]pod{}
+	for _, st := range statuses {
+		for _, p := range st.Pods {
+			pods[p.Pod] = pod{p.Tenant, p.PublicKey}
+		}
+	}
+	var problems []string
+	for _, st := range statuses {
+		for _, p := range st.Pods {
+			if !p.Ready {
+				problems = append(problems, fmt.Sprintf("pod %s is not ready: %d of %d peers", p.Pod, len(p.Peers), p.ExpectedPeers))
+				continue
+			}
+			known := map[string]bool{}
+			for _, peer := range p.Peers {
+				known[peer.PublicKey.String()] = true
+			}
+			for name, o := range pods {
+				if name != p.Pod && o.tenant == p.Tenant && !known[o.key] {
+					problems = append(problems, fmt.Sprintf("pod %s does not know %s's current key yet", p.Pod, name))
+				}
+			}
+		}
+	}
+	slices.Sort(problems)
+	return problems
 }
 
 // healthyAfter is how many intervals may pass without a successful round
