@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
+	"github.com/tencrypt/tencrypt/internal/atomicfile"
 	"github.com/tencrypt/tencrypt/internal/cryptocore"
 	"github.com/tencrypt/tencrypt/internal/exitcodes"
 	"github.com/tencrypt/tencrypt/keys"
@@ -454,82 +454,24 @@ func runJob(cmd *cobra.Command, j fileJob, f *fileFlags, fn streamFunc) error {
 	return writeAtomic(j.dst, j.perm, f.force, func(w io.Writer) error { return fn(ctx, in, w, name) })
 }
 
-// writeAtomic makes dst hold what fn writes, or leaves it untouched: fn
-// writes a temporary file in dst's directory (O_EXCL, mode 0600 until
-// done), which is synced, given perm and renamed over dst (without
-// replacing an existing dst unless force), then the directory is synced.
-// On any failure, a full disk included, the temporary file is removed.
-func writeAtomic(dst string, perm fs.FileMode, force bool, fn func(io.Writer) error) (err error) {
-	dir := filepath.Dir(dst)
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(dir, "."+filepath.Base(dst)+".tencrypt-tmp-"+hex.EncodeToString(rnd[:]))
-	file, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if file != nil {
-			file.Close()
+// writeAtomic makes dst hold what fn writes, or leaves it untouched
+// (internal/atomicfile: a temporary file synced and renamed, without
+// replacing an existing dst unless force). A full disk or any other failure
+// removes the temporary file. Writes go through an asyncWriter so that disk
+// work overlaps the crypto.
+func writeAtomic(dst string, perm fs.FileMode, force bool, fn func(io.Writer) error) error {
+	err := atomicfile.WriteFunc(dst, atomicfile.Options{Perm: perm, Replace: force}, func(w io.Writer) error {
+		aw := newAsyncWriter(w)
+		err := fn(aw)
+		if cerr := aw.Close(); err == nil {
+			err = cerr
 		}
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	aw := newAsyncWriter(file)
-	err = fn(aw)
-	if ferr := aw.Close(); err == nil {
-		err = ferr
-	}
-	if err != nil {
 		return err
-	}
-	if err = file.Sync(); err != nil {
-		return fmt.Errorf("%s: %w", dst, err)
-	}
-	if err = file.Chmod(perm); err != nil {
-		return err
-	}
-	err = file.Close()
-	file = nil
-	if err != nil {
-		return fmt.Errorf("%s: %w", dst, err)
-	}
-	if err = renameNoReplace(tmp, dst, force); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// renameNoReplace renames tmp to dst, failing with errOutputExists if dst
-// exists and !force. RENAME_NOREPLACE makes the check and the rename one
-// step; where the file system lacks it, a hard link does the same.
-func renameNoReplace(tmp, dst string, force bool) error {
-	if force {
-		return os.Rename(tmp, dst)
-	}
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		if err = os.Link(tmp, dst); err == nil {
-			return os.Remove(tmp)
-		}
-	}
-	if errors.Is(err, fs.ErrExist) {
+	})
+	if !force && errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s: %w; nothing was written", dst, errOutputExists)
 	}
-	if err != nil {
-		return &os.LinkError{Op: "rename", Old: tmp, New: dst, Err: err}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return err
 }
 
 // progress prints how much of one input was processed, at most a few times
