@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/rest/format"
@@ -200,4 +201,47 @@ func TestKeyCacheIsBounded(t *testing.T) {
 
 func wkFor(i int) keys.WrappedKey {
 	return keys.WrappedKey{Provider: "local", Tenant: "blue", Purpose: "file", KEKVersion: 1, Ciphertext: []byte{byte(i), 1, 2, 3}}
+}
+
+// TestSetattrOnOpenFiles: chmod, chown, utimens and truncate of an open
+// file (also after unlink) go to the cipher file and read back.
+func TestSetattrOnOpenFiles(t *testing.T) {
+	w := newWorld(t)
+	mnt, _ := w.mount(t)
+	p := filepath.Join(mnt, "f")
+	f, err := os.Create(p)
+	must(t, err)
+	defer f.Close()
+	_, err = f.Write(randomBytes(5000, 1))
+	must(t, err)
+	must(t, f.Chmod(0o604))
+	must(t, f.Chown(1234, 5678))
+	mtime := time.Date(2020, 1, 2, 3, 4, 5, 6789, time.UTC)
+	must(t, f.Truncate(4097))
+	must(t, os.Chtimes(p, mtime, mtime))
+	fi, err := os.Stat(p)
+	must(t, err)
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o604 || st.Uid != 1234 || st.Gid != 5678 || !fi.ModTime().Equal(mtime) || fi.Size() != 4097 {
+		t.Errorf("got mode %v uid %d gid %d mtime %v size %d", fi.Mode(), st.Uid, st.Gid, fi.ModTime(), fi.Size())
+	}
+	cfi, err := os.Stat(filepath.Join(w.cipher, cipherEntries(t, w.cipher)[0]))
+	must(t, err)
+	if cfi.Mode().Perm() != 0o604 || !cfi.ModTime().Equal(mtime) {
+		t.Errorf("cipher file: mode %v mtime %v", cfi.Mode(), cfi.ModTime())
+	}
+	// Unlinked but open: still readable, writable and stat-able.
+	must(t, os.Remove(p))
+	must(t, f.Chmod(0o600))
+	_, err = f.WriteAt([]byte("after unlink"), 10)
+	must(t, err)
+	fi, err = f.Stat()
+	must(t, err)
+	if fi.Size() != 4097 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("unlinked file: size %d mode %v", fi.Size(), fi.Mode())
+	}
+	b := make([]byte, 12)
+	if _, err := f.ReadAt(b, 10); err != nil || string(b) != "after unlink" {
+		t.Errorf("read after unlink: %q, %v", b, err)
+	}
 }

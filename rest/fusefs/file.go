@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 
@@ -179,6 +180,26 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 }
 
 func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	return h.c.getattr(out)
+}
+
+// setattr applies in through the open cipher file.
+func (h *handle) setattr(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	fd := int(h.c.osf.Fd())
+	if errno := setattrWith(in, func(m uint32) error { return syscall.Fchmod(fd, m) },
+		func(u, g int) error { return syscall.Fchown(fd, u, g) }); errno != 0 {
+		return errno
+	}
+	if sz, ok := in.GetSize(); ok {
+		if err := h.c.truncate(int64(sz)); err != nil {
+			return h.c.n.fs.errno("truncate", h.c.n.plainPath(), err)
+		}
+	}
+	// The descriptor's /proc link reaches the inode even after an unlink
+	// or a rename, with nanosecond times (futimens has no Go wrapper).
+	if errno := utimensAt("/proc/self/fd/"+strconv.Itoa(fd), in, true); errno != 0 {
+		return errno
+	}
 	return h.c.getattr(out)
 }
 

@@ -31,7 +31,7 @@ type world struct {
 	log    *bytes.Buffer
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	p := keystest.NewMemory("local", nil).Admin()
 	if err := p.CreateTenant(context.Background(), "blue"); err != nil {
@@ -46,7 +46,7 @@ func newWorld(t *testing.T) *world {
 
 // mount mounts the volume in a new temporary directory and unmounts it in
 // Cleanup, even when the test fails.
-func (w *world) mount(t *testing.T) (string, *FS) {
+func (w *world) mount(t testing.TB) (string, *FS) {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Fatalf("FUSE is unavailable (%v): this test needs /dev/fuse and root", err)

@@ -323,28 +323,28 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 }
 
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := fh.(*handle); ok {
+		return h.setattr(in, out)
+	}
+	// The kernel passes a handle only for ftruncate; for fchmod, fchown
+	// and futimens of an open file (tar does all three per file) use the
+	// open cipher file anyway: no path to rebuild.
+	n.mu.Lock()
+	c := n.c
+	if c != nil {
+		c.refs++
+	}
+	n.mu.Unlock()
+	if c != nil {
+		defer n.release(c)
+		return (&handle{c: c}).setattr(in, out)
+	}
 	cp, err := n.cpath()
 	if err != nil {
 		return n.fs.errno("setattr", n.plainPath(), err)
 	}
-	if m, ok := in.GetMode(); ok {
-		if err := syscall.Chmod(cp, m&07777); err != nil {
-			return gofs.ToErrno(err)
-		}
-	}
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		su, sg := -1, -1
-		if uok {
-			su = int(uid)
-		}
-		if gok {
-			sg = int(gid)
-		}
-		if err := unix.Fchownat(unix.AT_FDCWD, cp, su, sg, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return gofs.ToErrno(err)
-		}
+	if errno := setattrAt(cp, in); errno != 0 {
+		return errno
 	}
 	// Truncate before setting times, so an explicit mtime sticks.
 	if sz, ok := in.GetSize(); ok {
@@ -358,19 +358,8 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 			return n.fs.errno("truncate", n.plainPath(), err)
 		}
 	}
-	mt, mok := in.GetMTime()
-	at, aok := in.GetATime()
-	if mok || aok {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if aok {
-			ts[0] = unix.NsecToTimespec(at.UnixNano())
-		}
-		if mok {
-			ts[1] = unix.NsecToTimespec(mt.UnixNano())
-		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, cp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return gofs.ToErrno(err)
-		}
+	if errno := utimensAt(cp, in, false); errno != 0 {
+		return errno
 	}
 	var st syscall.Stat_t
 	if err := syscall.Lstat(cp, &st); err != nil {
@@ -378,6 +367,60 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	}
 	n.fillAttr(cp, &st, &out.Attr)
 	return 0
+}
+
+// setattrAt applies the mode and owner changes of in to path (not
+// following a symlink for the owner).
+func setattrAt(path string, in *fuse.SetAttrIn) syscall.Errno {
+	return setattrWith(in, func(m uint32) error { return syscall.Chmod(path, m) },
+		func(u, g int) error { return unix.Fchownat(unix.AT_FDCWD, path, u, g, unix.AT_SYMLINK_NOFOLLOW) })
+}
+
+// setattrWith applies the mode and owner changes of in with chmod and
+// chown.
+func setattrWith(in *fuse.SetAttrIn, chmod func(uint32) error, chown func(uid, gid int) error) syscall.Errno {
+	if m, ok := in.GetMode(); ok {
+		if err := chmod(m & 07777); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		su, sg := -1, -1
+		if uok {
+			su = int(uid)
+		}
+		if gok {
+			sg = int(gid)
+		}
+		if err := chown(su, sg); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	return 0
+}
+
+// utimensAt applies the time changes of in to path (nanoseconds), not
+// following a symlink unless follow.
+func utimensAt(path string, in *fuse.SetAttrIn, follow bool) syscall.Errno {
+	mt, mok := in.GetMTime()
+	at, aok := in.GetATime()
+	if !mok && !aok {
+		return 0
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if aok {
+		ts[0] = unix.NsecToTimespec(at.UnixNano())
+	}
+	if mok {
+		ts[1] = unix.NsecToTimespec(mt.UnixNano())
+	}
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if follow {
+		flags = 0
+	}
+	return gofs.ToErrno(unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, flags))
 }
 
 // chownCaller gives a new entry to the user who made it when the mount
