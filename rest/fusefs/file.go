@@ -47,9 +47,9 @@ func (n *node) open(ctx context.Context, cp string) (*content, syscall.Errno) {
 		n.c.refs++
 		return n.c, 0
 	}
-	osf, err := os.OpenFile(cp, os.O_RDWR, 0)
+	osf, err := openFile(cp, syscall.O_RDWR, 0)
 	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EROFS) {
-		osf, err = os.Open(cp)
+		osf, err = openFile(cp, syscall.O_RDONLY, 0)
 	}
 	if err != nil {
 		return nil, gofs.ToErrno(err)

@@ -130,6 +130,17 @@ func (n *node) childPath(name string) (dir, path, longEnc string, err error) {
 	return dir, filepath.Join(dir, stored), longEnc, nil
 }
 
+// openFile opens a cipher file. Unlike os.OpenFile it does not try to add
+// the descriptor to the runtime poller (one epoll_ctl per open, which
+// always fails for a regular file).
+func openFile(path string, flags int, mode uint32) (*os.File, error) {
+	fd, err := syscall.Open(path, flags|syscall.O_CLOEXEC, mode)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
 // writeSidecar stores the full encrypted name of the long name at path.
 func writeSidecar(path, enc string) error {
 	if enc == "" {
@@ -442,7 +453,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err := writeSidecar(cp, enc); err != nil {
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
-	osf, err := os.OpenFile(cp, os.O_RDWR|os.O_CREATE|os.O_EXCL, os.FileMode(mode&07777))
+	osf, err := openFile(cp, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL, mode&07777)
 	if err != nil {
 		removeSidecar(cp, enc)
 		return nil, nil, 0, gofs.ToErrno(err)
