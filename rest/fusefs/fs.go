@@ -104,6 +104,12 @@ func (f *FS) CachedKeys() int { return f.cache.len() }
 // Close zeroes the cached keys; call it after the server has stopped.
 func (f *FS) Close() { f.cache.clear() }
 
+// How long the kernel caches entries and attributes.
+const (
+	entryTimeout = time.Second
+	attrTimeout  = time.Second
+)
+
 // MountOptions are the mount's tunables.
 type MountOptions struct {
 	// AllowOther lets other users use the mount (with kernel permission
@@ -125,10 +131,10 @@ func (f *FS) Mount(mountpoint string, o MountOptions) (*fuse.Server, error) {
 	// Entries and attributes are cached one second: everything changes
 	// through this mount, so the kernel's view stays right; a change made
 	// directly in the cipher directory shows within a second.
-	sec := time.Second
+	entry, attr := entryTimeout, attrTimeout
 	opts := &gofs.Options{
-		EntryTimeout: &sec,
-		AttrTimeout:  &sec,
+		EntryTimeout: &entry,
+		AttrTimeout:  &attr,
 		MountOptions: fuse.MountOptions{
 			FsName:        f.cfg.CipherDir,
 			Name:          "tencrypt",

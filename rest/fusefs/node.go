@@ -155,9 +155,10 @@ func removeSidecar(path, enc string) {
 	}
 }
 
-// newChild makes the inode of a child whose cipher entry has st.
-func (n *node) newChild(ctx context.Context, st *syscall.Stat_t, ch *node) *gofs.Inode {
-	return n.NewInode(ctx, ch, gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: st.Ino})
+// newChild makes the inode of a child whose cipher entry has st and gen
+// (from statx).
+func (n *node) newChild(ctx context.Context, st *syscall.Stat_t, gen uint64, ch *node) *gofs.Inode {
+	return n.NewInode(ctx, ch, gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: st.Ino, Gen: gen})
 }
 
 // headerSize returns the header size of the regular file at cp.
@@ -221,7 +222,8 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, n.fs.errno("lookup", name, err)
 	}
 	var st syscall.Stat_t
-	if err := syscall.Lstat(cp, &st); err != nil {
+	gen, err := statx(0, cp, &st)
+	if err != nil {
 		return nil, gofs.ToErrno(err)
 	}
 	if enc != "" {
@@ -234,8 +236,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 			return nil, n.fs.errno("lookup", name, err)
 		}
 	}
-	ch := &node{fs: n.fs}
-	ino := n.newChild(ctx, &st, ch)
+	ino := n.newChild(ctx, &st, gen, &node{fs: n.fs})
 	ino.Operations().(*node).fillAttr(cp, &st, &out.Attr)
 	return ino, 0
 }
@@ -334,6 +335,16 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 }
 
 func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	errno := n.setattr(ctx, fh, in, out)
+	if errno == 0 {
+		// go-fuse sets no attribute timeout on a SETATTR reply, so the
+		// kernel would ask again at once (a GETATTR per extracted file).
+		out.SetTimeout(attrTimeout)
+	}
+	return errno
+}
+
+func (n *node) setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if h, ok := fh.(*handle); ok {
 		return h.setattr(in, out)
 	}
@@ -479,11 +490,12 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return fail(err)
 	}
 	var st syscall.Stat_t
-	if err := syscall.Fstat(int(osf.Fd()), &st); err != nil {
+	gen, err := statx(int(osf.Fd()), "", &st)
+	if err != nil {
 		return fail(err)
 	}
 	ch := &node{fs: n.fs, hdrSize: ff.Header().Size()}
-	ino := n.newChild(ctx, &st, ch)
+	ino := n.newChild(ctx, &st, gen, ch)
 	chn := ino.Operations().(*node)
 	c := &content{n: chn, osf: osf, f: ff, path: cp, dirty: true}
 	chn.mu.Lock()
@@ -537,8 +549,9 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		err = syscall.Chmod(cp, mode&07777)
 	}
 	var st syscall.Stat_t
+	var gen uint64
 	if err == nil {
-		err = syscall.Lstat(cp, &st)
+		gen, err = statx(0, cp, &st)
 	}
 	if err != nil {
 		os.Remove(filepath.Join(cp, names.DirIVFile))
@@ -547,7 +560,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, n.fs.errno("mkdir", name, err)
 	}
 	chownCaller(ctx, cp)
-	ino := n.newChild(ctx, &st, &node{fs: n.fs, iv: iv, ivOK: true})
+	ino := n.newChild(ctx, &st, gen, &node{fs: n.fs, iv: iv, ivOK: true})
 	out.FromStat(&st)
 	return ino, 0
 }
@@ -651,10 +664,11 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, gofs.ToErrno(err)
 	}
 	var st syscall.Stat_t
-	if err := syscall.Lstat(cp, &st); err != nil {
+	gen, err := statx(0, cp, &st)
+	if err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	ino := n.newChild(ctx, &st, &node{fs: n.fs})
+	ino := n.newChild(ctx, &st, gen, &node{fs: n.fs})
 	ino.Operations().(*node).fillAttr(cp, &st, &out.Attr)
 	return ino, 0
 }
@@ -677,10 +691,11 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	chownCaller(ctx, cp)
 	var st syscall.Stat_t
-	if err := syscall.Lstat(cp, &st); err != nil {
+	gen, err := statx(0, cp, &st)
+	if err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	ino := n.newChild(ctx, &st, &node{fs: n.fs})
+	ino := n.newChild(ctx, &st, gen, &node{fs: n.fs})
 	out.FromStat(&st)
 	out.Size = uint64(len(target))
 	return ino, 0
