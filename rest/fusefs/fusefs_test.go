@@ -270,6 +270,13 @@ func TestOpsMatchPlainDirectory(t *testing.T) {
 			must(t, os.Rename(filepath.Join(dir, "d1", "sub"), filepath.Join(dir, "d2", "moved")))
 			must(t, os.WriteFile(filepath.Join(dir, "d2", "over"), []byte("old"), 0o644))
 			must(t, os.Rename(filepath.Join(dir, "d2", "x2"), filepath.Join(dir, "d2", "over")))
+			// A directory replaces an empty one, not a full one.
+			must(t, os.Mkdir(filepath.Join(dir, "empty"), 0o700))
+			// (syscall.Rename: os.Rename refuses any existing directory.)
+			must(t, syscall.Rename(filepath.Join(dir, "d2", "moved"), filepath.Join(dir, "empty")))
+			if err := syscall.Rename(filepath.Join(dir, "d1"), filepath.Join(dir, "empty")); !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+				t.Errorf("rename over a full directory: %v", err)
+			}
 		}},
 		{"hardlink", func(t *testing.T, dir string) {
 			must(t, os.Mkdir(filepath.Join(dir, "h"), 0o755))
@@ -300,6 +307,9 @@ func TestOpsMatchPlainDirectory(t *testing.T) {
 			must(t, os.WriteFile(filepath.Join(dir, strings.Repeat("M", 200)), []byte("m"), 0o644))
 			must(t, os.Rename(filepath.Join(dir, strings.Repeat("M", 200)), filepath.Join(dir, long, "short")))
 			must(t, os.Symlink("t", filepath.Join(dir, strings.Repeat("S", 180))))
+			// Replacing a long-named entry keeps its sidecar right.
+			must(t, os.WriteFile(filepath.Join(dir, "src"), []byte("replacement"), 0o644))
+			must(t, os.Rename(filepath.Join(dir, "src"), filepath.Join(dir, long, long)))
 		}},
 		{"mmap write then read", func(t *testing.T, dir string) {
 			p := filepath.Join(dir, "mm")

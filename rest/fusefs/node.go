@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -142,11 +143,38 @@ func openFile(path string, flags int, mode uint32) (*os.File, error) {
 }
 
 // writeSidecar stores the full encrypted name of the long name at path.
+// An existing sidecar (the entry is being replaced) holds the same name,
+// since the stored name is its hash; one that differs is replaced.
 func writeSidecar(path, enc string) error {
 	if enc == "" {
 		return nil
 	}
-	return os.WriteFile(path+names.LongNameSuffix, []byte(enc), 0o400)
+	sc := path + names.LongNameSuffix
+	err := writeNew(sc, enc)
+	if errors.Is(err, fs.ErrExist) {
+		if b, rerr := os.ReadFile(sc); rerr == nil && string(b) == enc {
+			return nil
+		}
+		if err = os.Remove(sc); err == nil {
+			err = writeNew(sc, enc)
+		}
+	}
+	return err
+}
+
+func writeNew(path, data string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
 }
 
 func removeSidecar(path, enc string) {
@@ -602,6 +630,17 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	return 0
 }
 
+// emptyCipherDir reports whether dir is a directory holding only its IV.
+func emptyCipherDir(dir string) bool {
+	d, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	ents, err := d.Readdirnames(2)
+	return (err == nil || errors.Is(err, io.EOF)) && len(ents) == 1 && ents[0] == names.DirIVFile
+}
+
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	_, cp, enc, err := n.childPath(name)
 	if err != nil {
@@ -634,7 +673,23 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			return gofs.ToErrno(err)
 		}
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, uint(flags)); err != nil {
+	err = unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, uint(flags))
+	if (errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST)) && flags == 0 && emptyCipherDir(to) {
+		// The target is an empty directory but for its IV: replace it, as
+		// rename(2) replaces an empty directory.
+		iv, ierr := names.ReadDirIV(to)
+		if ierr != nil {
+			return n.fs.errno("rename", newName, ierr)
+		}
+		if err = os.Remove(filepath.Join(to, names.DirIVFile)); err == nil {
+			if err = unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, 0); err != nil {
+				if rerr := names.RestoreDirIV(to, iv); rerr != nil {
+					n.fs.log.Error("rename failed and the target directory's IV could not be restored", "dir", newName, "err", rerr)
+				}
+			}
+		}
+	}
+	if err != nil {
 		return gofs.ToErrno(err)
 	}
 	if flags&unix.RENAME_EXCHANGE == 0 {
