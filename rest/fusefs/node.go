@@ -197,7 +197,7 @@ func (n *node) headerSize(cp string) (int, error) {
 	if hs != 0 {
 		return hs, nil
 	}
-	f, err := os.Open(cp)
+	f, err := openFile(cp, syscall.O_RDONLY, 0)
 	if err != nil {
 		return 0, err
 	}
