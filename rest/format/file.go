@@ -33,24 +33,28 @@ type File struct {
 
 	pt     [BlockSize]byte       // one block of plaintext
 	sealed [SealedBlockSize]byte // one sealed block read back
-	out    []byte                // sealed blocks gathered for one WriteAt
+	// out gathers sealed blocks for one WriteAt. It grows with the largest
+	// write seen, up to writeBatch blocks, so that a small file (most files
+	// made through the mount) never holds a large buffer.
+	out []byte
 }
 
 // CreateFile writes a new empty encrypted file to s (header and the empty
 // final block) under dek, wrapped as wk, and truncates s to that size.
 func CreateFile(s Storage, dek *keys.DEK, wk keys.WrappedKey, opts ...Option) (*File, error) {
 	o := getOptions(opts)
-	w, err := NewWriter(io.Discard, dek, wk, opts...)
+	k, h, err := newFileKeys(dek, wk, o)
 	if err != nil {
 		return nil, err
 	}
-	f := &File{s: s, keys: w.keys, hdr: w.hdr, ad: w.ad, path: o.path}
-	f.out = make([]byte, 0, writeBatch*SealedBlockSize)
-	if _, err := s.WriteAt(f.hdr.Bytes(), 0); err != nil {
-		return nil, fmt.Errorf("%s: write the header: %w", displayPath(f.path), err)
-	}
-	if err := f.writeBlocks(0, 0, nil); err != nil {
+	f := &File{s: s, keys: k, hdr: h, ad: newBlockAD(h), path: o.path}
+	// Header and empty final block in one write.
+	buf := append(make([]byte, 0, h.Size()+BlockOverhead), h.Bytes()...)
+	if buf, err = k.content.SealBlock(buf, nil, f.ad.set(0, true)); err != nil {
 		return nil, err
+	}
+	if _, err := s.WriteAt(buf, 0); err != nil {
+		return nil, fmt.Errorf("%s: write the header: %w", displayPath(f.path), err)
 	}
 	if err := s.Truncate(CiphertextSize(f.hdr.Size(), 0)); err != nil {
 		return nil, fmt.Errorf("%s: %w", displayPath(f.path), err)
@@ -65,8 +69,7 @@ func OpenFile(s Storage, size int64, unwrap Unwrapper, opts ...Option) (*File, e
 	if err != nil {
 		return nil, err
 	}
-	return &File{s: s, keys: r.keys, hdr: r.hdr, ad: r.ad, path: r.path, size: r.size,
-		out: make([]byte, 0, writeBatch*SealedBlockSize)}, nil
+	return &File{s: s, keys: r.keys, hdr: r.hdr, ad: r.ad, path: r.path, size: r.size}, nil
 }
 
 // Size is the plaintext size.
@@ -187,6 +190,9 @@ func (f *File) writeBlocks(off, end int64, p []byte) error {
 	lastTouched := newLast
 	if newSize == f.size {
 		lastTouched = (end - 1) / BlockSize
+	}
+	if need := min(lastTouched-first+1, writeBatch) * SealedBlockSize; int64(cap(f.out)) < need {
+		f.out = make([]byte, 0, need)
 	}
 	f.out = f.out[:0]
 	start := first

@@ -34,23 +34,8 @@ type Writer struct {
 // returns; the Writer keeps only derived subkeys. Nothing is written to w
 // before the first Write or Close.
 func NewWriter(w io.Writer, dek *keys.DEK, wk keys.WrappedKey, opts ...Option) (*Writer, error) {
-	o := getOptions(opts)
-	if wk.Purpose != Purpose {
-		return nil, fmt.Errorf("file header: %w: wrapped key for purpose %q, not %q", keys.ErrMismatch, wk.Purpose, Purpose)
-	}
-	var id [FileIDSize]byte
-	if _, err := io.ReadFull(o.random, id[:]); err != nil {
-		return nil, fmt.Errorf("file ID: %w", err)
-	}
-	h, err := newHeader(id, wk)
+	k, h, err := newFileKeys(dek, wk, getOptions(opts))
 	if err != nil {
-		return nil, err
-	}
-	k, err := deriveKeys(dek, h, o.random)
-	if err != nil {
-		return nil, err
-	}
-	if err := k.sealHeader(h); err != nil {
 		return nil, err
 	}
 	wr := &Writer{
@@ -60,6 +45,30 @@ func NewWriter(w io.Writer, dek *keys.DEK, wk keys.WrappedKey, opts ...Option) (
 	}
 	wr.out = append(wr.out, h.Bytes()...)
 	return wr, nil
+}
+
+// newFileKeys starts a new file under dek: a fresh file ID, the header
+// carrying wk, sealed, and the derived subkeys.
+func newFileKeys(dek *keys.DEK, wk keys.WrappedKey, o options) (*fileKeys, *Header, error) {
+	if wk.Purpose != Purpose {
+		return nil, nil, fmt.Errorf("file header: %w: wrapped key for purpose %q, not %q", keys.ErrMismatch, wk.Purpose, Purpose)
+	}
+	var id [FileIDSize]byte
+	if _, err := io.ReadFull(o.random, id[:]); err != nil {
+		return nil, nil, fmt.Errorf("file ID: %w", err)
+	}
+	h, err := newHeader(id, wk)
+	if err != nil {
+		return nil, nil, err
+	}
+	k, err := deriveKeys(dek, h, o.random)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := k.sealHeader(h); err != nil {
+		return nil, nil, err
+	}
+	return k, h, nil
 }
 
 // Header returns the header the Writer writes.
