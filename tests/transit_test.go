@@ -650,6 +650,15 @@ func TestTransitKeyRotationAndShredding(t *testing.T) {
 	// Rotate the KEK, then move transit onto it: every agent takes the new
 	// PSK and tunnels re-handshake; the open connection carries on.
 	l.run("keys", "rotate", "blue")
+	l.waitFor("the agents to notice the KEK rotation", func() (bool, string) {
+		for node := range l.agents {
+			ts, _ := l.tenantState(node, "blue")
+			if ts.CurrentKEKVersion != 2 || ts.KEKVersion != 1 {
+				return false, fmt.Sprintf("%s: %+v", node, ts)
+			}
+		}
+		return true, ""
+	})
 	l.run("transit", "rotate", "blue", "--name", l.name, "--state-dir", l.stateDir)
 	l.waitFor("both agents to use the PSK under KEK version 2", func() (bool, string) {
 		for node := range l.agents {

@@ -283,9 +283,13 @@ func printTransitStatus(w io.Writer, all []agent.Status) {
 		}
 		fmt.Fprintf(tw, "node %s: %s, %d rounds (%d failed)\n", st.Node, health, st.Rounds, st.Failures)
 		for _, t := range st.Tenants {
-			if t.Usable {
+			switch {
+			case t.Usable && t.CurrentKEKVersion > t.KEKVersion:
+				fmt.Fprintf(tw, "tenant %s: transit key under KEK version %d, but the KEK is at version %d: run 'tencrypt transit rotate %s'\n",
+					t.Tenant, t.KEKVersion, t.CurrentKEKVersion, t.Tenant)
+			case t.Usable:
 				fmt.Fprintf(tw, "tenant %s: transit key under KEK version %d\n", t.Tenant, t.KEKVersion)
-			} else {
+			default:
 				fmt.Fprintf(tw, "tenant %s: NO USABLE TRANSIT KEY: %s\n", t.Tenant, t.Problem)
 			}
 		}

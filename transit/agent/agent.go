@@ -83,6 +83,9 @@ type tenantKey struct {
 	// problem says why the key is not usable.
 	problem string
 	checked time.Time
+	// kekCurrent is the tenant's newest KEK version at the last check; when
+	// it is above version, the PSK awaits `tencrypt transit rotate`.
+	kekCurrent uint32
 }
 
 // New returns an agent; Run starts it.
@@ -214,7 +217,7 @@ func (a *Agent) refreshPSKLocked(ctx context.Context, tenant string, blob []byte
 		return err
 	}
 	old, had := a.psks[tenant]
-	a.psks[tenant] = &tenantKey{blobHash: h, key: psk, version: wk.KEKVersion, usable: true, checked: time.Now()}
+	a.psks[tenant] = &tenantKey{blobHash: h, key: psk, version: wk.KEKVersion, usable: true, kekCurrent: wk.KEKVersion}
 	if had {
 		old.key.Zero()
 		a.log.Info("tenant transit key changed", "tenant", tenant, "kek_version", wk.KEKVersion)
@@ -236,9 +239,16 @@ func (a *Agent) checkTenantLocked(ctx context.Context, tenant string) {
 	switch {
 	case err == nil && info.Shredded:
 		err = keys.ErrShredded
-	case err == nil, errors.Is(err, keys.ErrBackendUnavailable), errors.Is(err, keys.ErrPermissionDenied):
-		// Still there, or cannot tell: keep the key (availability), and
-		// ask again next time.
+	case err == nil:
+		k.checked = time.Now()
+		if info.Current > k.version && info.Current != k.kekCurrent {
+			a.log.Info("tenant KEK rotated; its transit key is still under the old version until 'tencrypt transit rotate'",
+				"tenant", tenant, "transit_kek_version", k.version, "current_kek_version", info.Current)
+		}
+		k.kekCurrent = info.Current
+		return
+	case errors.Is(err, keys.ErrBackendUnavailable), errors.Is(err, keys.ErrPermissionDenied):
+		// Cannot tell: keep the key (availability), and ask again next time.
 		k.checked = time.Now()
 		return
 	}

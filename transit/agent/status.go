@@ -36,7 +36,11 @@ type TenantStatus struct {
 	// the reason in Problem (its keys were shredded, say).
 	Usable     bool   `json:"usable"`
 	KEKVersion uint32 `json:"kek_version,omitempty"`
-	Problem    string `json:"problem,omitempty"`
+	// CurrentKEKVersion is the tenant's newest KEK version as the key
+	// backend last reported it; above KEKVersion, the transit key awaits
+	// `tencrypt transit rotate`.
+	CurrentKEKVersion uint32 `json:"current_kek_version,omitempty"`
+	Problem           string `json:"problem,omitempty"`
 }
 
 // PodStatus is one served pod.
@@ -130,7 +134,7 @@ func (a *Agent) Status(ctx context.Context) Status {
 		st.LastError = a.lastErr.Error()
 	}
 	for t, k := range a.psks {
-		st.Tenants = append(st.Tenants, TenantStatus{Tenant: t, Usable: k.usable, KEKVersion: k.version, Problem: k.problem})
+		st.Tenants = append(st.Tenants, TenantStatus{Tenant: t, Usable: k.usable, KEKVersion: k.version, CurrentKEKVersion: k.kekCurrent, Problem: k.problem})
 	}
 	type served struct {
 		sp  servedPod
