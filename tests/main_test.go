@@ -20,7 +20,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bin = filepath.Join(dir, "tencrypt")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/tencrypt")
+	// TENCRYPT_TEST_RACE=1 builds the binary with the race detector, so that
+	// the agents these tests run are checked too.
+	args := []string{"build", "-o", bin}
+	if os.Getenv("TENCRYPT_TEST_RACE") == "1" {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "../cmd/tencrypt")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building tencrypt:", err)

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,8 +45,27 @@ type transitLab struct {
 type agentProc struct {
 	cmd  *exec.Cmd
 	addr string
-	log  *bytes.Buffer
+	log  *syncBuffer
 	done chan struct{}
+}
+
+// syncBuffer collects a child's output; os/exec copies into it from its own
+// goroutine while the test may read it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // waitTimeout bounds every wait for a condition; it is a deadline for a
@@ -121,7 +141,7 @@ func (l *transitLab) startAgent(node string) {
 	if old, ok := l.agents[node]; ok {
 		addr = old.addr
 	}
-	a := &agentProc{addr: addr, log: &bytes.Buffer{}, done: make(chan struct{})}
+	a := &agentProc{addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(bin, "agent", "--name", l.name, "--state-dir", l.stateDir, "--node", node,
 		"--listen", addr, "--interval", "200ms", "--key-check-interval", "500ms")
 	a.cmd.Env = l.env
@@ -144,6 +164,9 @@ func (l *transitLab) stopAgent(node string, sig syscall.Signal) {
 	case <-time.After(waitTimeout):
 		a.cmd.Process.Kill()
 		<-a.done
+	}
+	if strings.Contains(a.log.String(), "WARNING: DATA RACE") {
+		l.t.Errorf("the race detector fired in agent %s (binary built with TENCRYPT_TEST_RACE=1)", node)
 	}
 	if l.t.Failed() {
 		l.t.Logf("agent %s log:\n%s", node, a.log)
