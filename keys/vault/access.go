@@ -69,12 +69,18 @@ func (p *Provider) TenantPolicy(tenant string) (string, error) {
 	return b.String(), nil
 }
 
-// GrantTenant writes the tenant's policy (replacing an older one) and
-// creates a token holding only it and Vault's default policy (which lets a
-// token look itself up). The token comes from the token role Setup writes,
-// so it is an orphan (revoking the admin's token leaves it alone) and the
-// admin needs no tenant policy itself. ttl 0 takes the token store's
-// default.
+// GrantTenant makes sure the tenant's policy is in Vault and creates a
+// token holding only it and Vault's default policy (which lets a token look
+// itself up). The token comes from the token role Setup writes, so it is an
+// orphan (revoking the admin's token leaves it alone) and the admin needs no
+// tenant policy itself. ttl 0 takes the token store's default.
+//
+// Writing a policy is an operator's act: whoever may write policies may
+// write one that grants anything, and a token role hands out any policy
+// whose name matches. So the admin policy only reads tenant policies; an
+// admin token issues tokens for tenants whose policy an operator wrote
+// (GrantTenant with an operator token writes it, once), and gets
+// ErrPermissionDenied with what to do for the others.
 func (p *Provider) GrantTenant(ctx context.Context, tenant string, ttl time.Duration) (Token, error) {
 	hcl, err := p.TenantPolicy(tenant)
 	if err != nil {
@@ -84,8 +90,18 @@ func (p *Provider) GrantTenant(ctx context.Context, tenant string, ttl time.Dura
 		return Token{}, err
 	}
 	name := p.PolicyName(tenant)
-	if err := p.client.Sys().PutPolicyWithContext(ctx, name, hcl); err != nil {
-		return Token{}, p.opErr("write the policy of", tenant, err)
+	current, err := p.client.Sys().GetPolicyWithContext(ctx, name)
+	if err != nil && !isStatus(err, http.StatusNotFound) {
+		return Token{}, p.opErr("read the policy of", tenant, err)
+	}
+	if current != hcl {
+		if err := p.client.Sys().PutPolicyWithContext(ctx, name, hcl); err != nil {
+			if isStatus(err, http.StatusForbidden) {
+				return Token{}, fmt.Errorf("%w: Vault at %s has no (current) policy %s for tenant %s, and only an operator may write policies: run `tencrypt keys vault grant %s` once with an operator token",
+					keys.ErrPermissionDenied, p.cfg.addr, name, tenant, tenant)
+			}
+			return Token{}, p.opErr("write the policy of", tenant, err)
+		}
 	}
 	req := &api.TokenCreateRequest{
 		Policies:    []string{name},
@@ -117,9 +133,11 @@ func (p *Provider) GrantTenant(ctx context.Context, tenant string, ttl time.Dura
 func (p *Provider) TokenRole() string { return p.cfg.keyPrefix + "tenant" }
 
 // AdminPolicy returns the HCL of a policy that lets a token run every
-// KEKProvider operation and GrantTenant, for tencrypt's keys only: a
-// narrower admin than Vault's root token. Setup itself needs more (mounts,
-// token roles), once, with an operator token.
+// KEKProvider operation, for tencrypt's keys only, and issue tokens for
+// tenants whose policy an operator wrote (GrantTenant): a narrower admin
+// than Vault's root token. It may read tenant policies but not write them,
+// since a policy writer could grant itself anything through the token role.
+// Setup and writing tenant policies need an operator token.
 func (p *Provider) AdminPolicy() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# tencrypt admin: manage the KEKs on %s and issue tenant tokens.\n", p.cfg.mount)
@@ -135,7 +153,7 @@ func (p *Provider) AdminPolicy() string {
 	rule(p.path("decrypt", keysGlob), `"update"`)
 	rule(p.path("rewrap", keysGlob), `"update"`)
 	rule(p.path("config", "keys"), `"read", "update"`)
-	rule("sys/policies/acl/"+p.policyPrefix()+"*", `"create", "read", "update"`)
+	rule("sys/policies/acl/"+p.policyPrefix()+"*", `"read"`)
 	rule("auth/token/create/"+p.TokenRole(), `"update"`)
 	return b.String()
 }

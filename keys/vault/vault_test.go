@@ -84,6 +84,12 @@ func TestConformance(t *testing.T) {
 // root: the documented admin policy must be enough for everything.
 func policyAdmin(t *testing.T) *vault.Provider {
 	t.Helper()
+	return provider(t, server, policyAdminToken(t))
+}
+
+// policyAdminToken creates a token holding only AdminPolicy.
+func policyAdminToken(t *testing.T) string {
+	t.Helper()
 	root := admin(t)
 	c, err := api.NewClient(&api.Config{Address: server.Addr})
 	if err != nil {
@@ -97,7 +103,7 @@ func policyAdmin(t *testing.T) *vault.Provider {
 	if err != nil {
 		t.Fatalf("creating an admin token: %v", err)
 	}
-	return provider(t, server, s.Auth.ClientToken)
+	return s.Auth.ClientToken
 }
 
 func TestConformancePolicyAdmin(t *testing.T) {
@@ -105,6 +111,11 @@ func TestConformancePolicyAdmin(t *testing.T) {
 	keystest.Run(t, keystest.Harness{
 		Admin: func(*testing.T) keys.KEKProvider { return a },
 		ForTenant: func(t *testing.T, tenant string) keys.KEKProvider {
+			// An operator writes the tenant's policy once; the admin then
+			// issues the tenant's tokens.
+			if _, err := admin(t).GrantTenant(t.Context(), tenant, time.Minute); err != nil {
+				t.Fatalf("GrantTenant(%q) as operator: %v", tenant, err)
+			}
 			tok, err := a.GrantTenant(t.Context(), tenant, time.Hour)
 			if err != nil {
 				t.Fatalf("GrantTenant(%q) with the admin policy: %v", tenant, err)
@@ -112,6 +123,31 @@ func TestConformancePolicyAdmin(t *testing.T) {
 			return provider(t, server, tok.Secret())
 		},
 	})
+}
+
+// TestAdminCannotWritePolicies: a token role hands out any policy whose name
+// matches, so an admin able to write policies could grant itself anything.
+func TestAdminCannotWritePolicies(t *testing.T) {
+	tok := policyAdminToken(t)
+	a := provider(t, server, tok)
+	c, err := api.NewClient(&api.Config{Address: server.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(tok)
+	evil := `path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }`
+	for _, name := range []string{"tencrypt-tenant-evil", "anything"} {
+		if err := c.Sys().PutPolicyWithContext(t.Context(), name, evil); err == nil {
+			t.Errorf("the admin token wrote policy %s", name)
+		}
+	}
+	tenant := "nopolicy-" + strings.ToLower(suffix())
+	if err := a.CreateTenant(t.Context(), tenant); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.GrantTenant(t.Context(), tenant, time.Hour); !errors.Is(err, keys.ErrPermissionDenied) || !strings.Contains(err.Error(), "operator") {
+		t.Errorf("GrantTenant by the admin for a tenant without a policy: %v, want ErrPermissionDenied telling to ask an operator", err)
+	}
 }
 
 func TestRewrap(t *testing.T) {

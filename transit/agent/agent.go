@@ -377,8 +377,22 @@ func guardConfig(p registry.Pod, snap *registry.Snapshot) guard.Config {
 		}
 	}
 	slices.SortFunc(c.Peers, func(x, y netip.Addr) int { return x.Compare(y) })
+	// A Service's backends are kept only if they are the tenant's own pods
+	// (or this pod): traffic to a VIP is tenant traffic, and an endpoint
+	// outside the tenant (a hand-written Endpoints object) would get it
+	// outside the tunnel. The guard drops such flows anyway; leaving those
+	// backends out keeps connections from being balanced into that drop.
+	tenantIPs := map[netip.Addr]bool{p.IP: true}
+	for _, ip := range c.Peers {
+		tenantIPs[ip] = true
+	}
 	for _, s := range snap.TenantServices(p.Tenant) {
-		gs := guard.Service{VIP: s.VIP, Backends: s.Backends}
+		gs := guard.Service{VIP: s.VIP}
+		for _, be := range s.Backends {
+			if tenantIPs[be] {
+				gs.Backends = append(gs.Backends, be)
+			}
+		}
 		for _, sp := range s.Ports {
 			gs.Ports = append(gs.Ports, guard.Port{Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
 		}

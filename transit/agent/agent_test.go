@@ -48,6 +48,11 @@ func TestGuardConfigCoversTheWholeTenantOnly(t *testing.T) {
 	if c.Self != snap.Pods[0].IP || c.TunnelIf != tunnel.DeviceName || c.ListenPort != tunnel.ListenPort || c.FwMark != tunnel.FwMark {
 		t.Errorf("config %+v does not match the tunnel's constants", c)
 	}
+	snap.Services[0].Backends = append(snap.Services[0].Backends, netip.MustParseAddr("10.0.9.9"), snap.Pods[3].IP)
+	if got := guardConfig(snap.Pods[0], snap).Services[0].Backends; len(got) != 3 {
+		t.Errorf("backends %v: want only the tenant's 3 pods (a stranger and a red pod dropped)", got)
+	}
+	snap.Services[0].Backends = snap.Services[0].Backends[:3]
 	if !guardEqual(c, guardConfig(snap.Pods[0], snap)) {
 		t.Error("the same snapshot gave two different guards")
 	}

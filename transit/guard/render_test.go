@@ -42,11 +42,14 @@ const emptyDefinition = `table inet tencrypt-guard {
 	}
 	chain egress {
 		type filter hook postrouting priority filter; policy accept;
+		ip daddr @peers ct mark set ct mark | 0x20000000
+		ct original ip daddr @vips ct mark set ct mark | 0x20000000
 		oif "lo" accept
 		oifname "tenc0" accept
 		meta mark 0xca6c udp sport 51820 accept
 		ip daddr @peers counter name "plaintext-out" drop
 		ip daddr @vips counter name "vip-out" drop
+		ct mark & 0x20000000 == 0x20000000 counter name "plaintext-out" drop
 	}
 	chain services {
 		type nat hook output priority -100; policy accept;
