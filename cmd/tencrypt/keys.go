@@ -332,11 +332,14 @@ workload given only that file can wrap and unwrap for TENANT and nothing else.`,
 func newKeysReissueCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "reissue TENANT",
-		Short: "Replace a tenant's local access key, revoking the old one (local backend, admin)",
+		Short: "Replace a tenant's local access key so the old one no longer opens the keyring (local backend, admin)",
 		Long: `reissue writes a new access key for TENANT over its access key file and
 re-seals the tenant's record under it, so anyone holding the old key can no
-longer open the tenant's KEKs: this is how a leaked access key is revoked.
-The KEKs do not change; wrapped keys stay valid. Give the new file to the
+longer open the tenant's KEKs. Whoever held the old key may already have read
+the KEKs, so a leak is revoked by reissue, then 'keys rotate TENANT', 'keys
+rewrap' of the tenant's wrapped keys and 'keys retire' of the old versions
+(docs/KEYRING.md). reissue itself does not change the KEKs; wrapped keys
+stay valid. Give the new file to the
 tenant's workloads.
 
 Only the local backend has access keys; for Vault revoke the tenant's token,
@@ -359,7 +362,7 @@ for PKCS#11 change the token's PIN.`,
 					return err
 				}
 				return report(cmd, map[string]any{"tenant": tenant, "access_key_file": path}, func(w io.Writer) {
-					fmt.Fprintf(w, "new access key for %s: %s (mode 0600); the old key opens nothing now\n", tenant, path)
+					fmt.Fprintf(w, "new access key for %s: %s (mode 0600); the old key no longer opens the keyring (after a leak, also rotate, rewrap and retire: see --help)\n", tenant, path)
 				})
 			})
 		},

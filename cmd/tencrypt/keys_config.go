@@ -81,6 +81,12 @@ func keysSettings() []setting {
 			if name == "" {
 				name = strings.ToLower(f.Name)
 			}
+			if f.Tag.Get("tencrypt") == "file-only" {
+				// A setting that weakens security (turning TLS
+				// verification off) is written down in the config file,
+				// never picked up from a stray variable or flag.
+				continue
+			}
 			switch kind {
 			case reflect.Struct:
 				walk(f.Type, append(path, name), fi)

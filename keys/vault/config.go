@@ -40,7 +40,7 @@ type Config struct {
 	// must chain to; the system roots are used when it is empty.
 	CACert string `json:"ca_cert,omitempty" yaml:"ca_cert,omitempty"`
 	// TLSSkipVerify turns off TLS certificate verification: for a lab only.
-	TLSSkipVerify bool `json:"tls_skip_verify,omitempty" yaml:"tls_skip_verify,omitempty"`
+	TLSSkipVerify bool `json:"tls_skip_verify,omitempty" yaml:"tls_skip_verify,omitempty" tencrypt:"file-only"`
 	// Timeout bounds each request to Vault, e.g. "10s" (default 10s).
 	Timeout string `json:"timeout,omitempty" yaml:"timeout,omitempty"`
 }
