@@ -160,11 +160,10 @@ func runMount(ctx context.Context, cmd *cobra.Command, p keys.KEKProvider, cfg k
 	}
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 	if os.Getenv("GOGC") == "" {
-		// Opening or creating a file allocates its block buffers (~260 KiB
-		// per new file in rest/format); with the default GOGC=100 and a
-		// small heap, creating many small files spends a tenth of its CPU
-		// in the collector. 400 measured ~15% more files/s (tar -x of
-		// 4 KiB files) for a few MiB more heap.
+		// Opening or creating a file allocates its block buffers; with the
+		// default GOGC=100 and a small heap, creating many small files
+		// spent a tenth of its CPU in the collector. 400 measured ~15%
+		// more files/s (tar -x of 4 KiB files) for a few MiB more heap.
 		debug.SetGCPercent(400)
 	}
 	cache := f.keyCache

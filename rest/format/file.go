@@ -33,6 +33,10 @@ type File struct {
 
 	pt     [BlockSize]byte       // one block of plaintext
 	sealed [SealedBlockSize]byte // one sealed block read back
+	// undo holds the final block's plaintext while a write grows the file,
+	// to restore the old end if the write fails part-way.
+	undo    [BlockSize]byte
+	undoLen int
 	// out gathers sealed blocks for one WriteAt. It grows with the largest
 	// write seen, up to writeBatch blocks, so that a small file (most files
 	// made through the mount) never holds a large buffer.
@@ -149,14 +153,13 @@ func (f *File) Truncate(size int64) error {
 		return nil
 	}
 	last := lastOf(size)
-	var pt []byte
-	if size > 0 {
-		var err error
-		if pt, err = f.readBlock(last); err != nil {
-			return err
-		}
-		pt = pt[:size-last*BlockSize]
+	// The block that becomes the last one, whole: kept to put it back if
+	// the cut fails.
+	full, err := f.readBlock(last)
+	if err != nil {
+		return err
 	}
+	pt := full[:size-last*BlockSize]
 	// Seal the new last block as final before cutting: a crash in between
 	// leaves a final block in the middle, which readers reject.
 	f.out = f.out[:0]
@@ -169,7 +172,17 @@ func (f *File) Truncate(size int64) error {
 		return fmt.Errorf("%s: write block %d: %w", displayPath(f.path), last, err)
 	}
 	if err := f.s.Truncate(CiphertextSize(f.hdr.Size(), size)); err != nil {
-		return fmt.Errorf("%s: %w", displayPath(f.path), err)
+		err = fmt.Errorf("%s: %w", displayPath(f.path), err)
+		// The cut failed: seal that block again as it was (whole, and not
+		// final unless it was the old last one), so the old file stands.
+		out, serr := f.keys.content.SealBlock(f.out[:0], full, f.ad.set(last, last == lastOf(f.size)))
+		if serr == nil {
+			_, serr = f.s.WriteAt(out, f.blockOffset(last))
+		}
+		if serr != nil {
+			return errors.Join(err, fmt.Errorf("restoring block %d also failed, the file is damaged: %w", last, serr))
+		}
+		return err
 	}
 	f.size = size
 	return nil
@@ -182,13 +195,34 @@ func (f *File) Truncate(size int64) error {
 // merged first.
 func (f *File) writeBlocks(off, end int64, p []byte) error {
 	newSize := max(f.size, end)
+	if newSize > MaxBlocks*BlockSize {
+		return fmt.Errorf("%s: %d bytes: %w", displayPath(f.path), newSize, ErrTooLarge)
+	}
 	oldLast, newLast := lastOf(f.size), lastOf(newSize)
+	growing := newSize > f.size
+	fail := func(err error) error { return err }
+	if growing {
+		// Growing re-seals the old final block as not final before the
+		// new blocks are all written: a failure part-way (a full disk)
+		// would leave a file with no final block, unreadable as a whole.
+		// Keep the old final block's plaintext to put the old end back.
+		if f.size > 0 {
+			pt, err := f.readBlock(oldLast)
+			if err != nil {
+				return err
+			}
+			f.undoLen = copy(f.undo[:], pt)
+		} else {
+			f.undoLen = 0
+		}
+		fail = f.undoGrow
+	}
 	first := off / BlockSize
-	if newSize > f.size {
+	if growing {
 		first = min(first, oldLast)
 	}
 	lastTouched := newLast
-	if newSize == f.size {
+	if !growing {
 		lastTouched = (end - 1) / BlockSize
 	}
 	if need := min(lastTouched-first+1, writeBatch) * SealedBlockSize; int64(cap(f.out)) < need {
@@ -205,10 +239,13 @@ func (f *File) writeBlocks(off, end int64, p []byte) error {
 		if ws > 0 || we < bLen {
 			// A partial write: keep the block's current content.
 			var cur []byte
-			if bStart < f.size {
+			switch {
+			case growing && b == oldLast:
+				cur = pt[:copy(pt, f.undo[:f.undoLen])]
+			case bStart < f.size:
 				var err error
 				if cur, err = f.readBlock(b); err != nil {
-					return err
+					return fail(err)
 				}
 			}
 			clear(pt[len(cur):])
@@ -222,22 +259,42 @@ func (f *File) writeBlocks(off, end int64, p []byte) error {
 		}
 		if cap(f.out)-len(f.out) < SealedBlockSize {
 			if err := f.flush(start); err != nil {
-				return err
+				return fail(err)
 			}
 			start = b
 		}
 		out, err := f.keys.content.SealBlock(f.out, pt, f.ad.set(b, b == newLast))
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		f.out = out
 	}
 	if err := f.flush(start); err != nil {
-		return err
+		return fail(err)
 	}
 	clear(f.pt[:])
+	clear(f.undo[:f.undoLen])
 	f.size = newSize
 	return nil
+}
+
+// undoGrow puts back the end of the file as it was before a growing write
+// that failed with err: the cipher file cut to its old length (which also
+// frees what the write took) and the old final block sealed again as final.
+func (f *File) undoGrow(err error) error {
+	f.out = f.out[:0]
+	defer clear(f.undo[:f.undoLen])
+	terr := f.s.Truncate(CiphertextSize(f.hdr.Size(), f.size))
+	oldLast := lastOf(f.size)
+	sealed, serr := f.keys.content.SealBlock(f.out, f.undo[:f.undoLen], f.ad.set(oldLast, true))
+	var werr error
+	if serr == nil {
+		_, werr = f.s.WriteAt(sealed, f.blockOffset(oldLast))
+	}
+	if rerr := errors.Join(terr, serr, werr); rerr != nil {
+		return errors.Join(err, fmt.Errorf("%s: restoring the previous end of the file also failed, the file is damaged: %w", displayPath(f.path), rerr))
+	}
+	return err
 }
 
 // flush writes the gathered sealed blocks, the first of which is block b.

@@ -207,6 +207,8 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 		return syscall.EBADMSG
 	case errors.Is(err, names.ErrInvalidName):
 		return syscall.ENAMETOOLONG
+	case errors.Is(err, format.ErrTooLarge):
+		return syscall.EFBIG
 	case errors.Is(err, keys.ErrPermissionDenied):
 		f.log.Warn("key refused: returning EACCES", "op", op, "file", path, "err", err)
 		return syscall.EACCES
