@@ -33,8 +33,11 @@ const (
 	NameMax = 255
 	// MaxPlainName is the longest plaintext name accepted.
 	MaxPlainName = NameMax
-	// MaxSymlinkTarget is the longest plaintext symlink target accepted.
-	MaxSymlinkTarget = 4096 - 1 - 28 - 28 // sealed and encoded stays under PATH_MAX
+	// MaxSymlinkTarget is the longest plaintext symlink target accepted: the
+	// stored target (nonce and tag added, base64url without padding, 4
+	// characters per 3 bytes) must fit in PATH_MAX 4096 with its NUL, so at
+	// most 4095*3/4 = 3071 sealed bytes, less the 28 of nonce and tag.
+	MaxSymlinkTarget = 4095*3/4 - 28
 )
 
 // ErrBadName is returned for an encrypted name or symlink target that does

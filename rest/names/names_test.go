@@ -159,6 +159,14 @@ func TestSymlinkTargets(t *testing.T) {
 	if _, err := tr.EncryptSymlink(""); err == nil {
 		t.Error("empty target accepted")
 	}
+	// The longest target accepted still fits PATH_MAX once stored.
+	longest, err := tr.EncryptSymlink(strings.Repeat("a", MaxSymlinkTarget))
+	if err != nil || len(longest) > 4095 {
+		t.Errorf("a %d-byte target: stored in %d characters, %v; want at most 4095", MaxSymlinkTarget, len(longest), err)
+	}
+	if _, err := tr.EncryptSymlink(strings.Repeat("a", MaxSymlinkTarget+1)); !errors.Is(err, ErrInvalidName) {
+		t.Errorf("a target one byte too long: %v, want ErrInvalidName", err)
+	}
 }
 
 func TestDirIV(t *testing.T) {
