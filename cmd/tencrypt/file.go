@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -164,6 +165,7 @@ are written; a file that was tampered with, cut short or extended fails with
 exit code 4 and leaves no output. The tenant and key come from each file's
 header; --tenant refuses files of any other tenant. With -r, directories are
 walked and their .tenc files decrypted into the same tree under --output.
+Decrypted files get their encrypted file's mode less the umask.
 
 All files are tried; the exit code is that of the first failure.`,
 		Example: `  tencrypt file decrypt notes.txt.tenc
@@ -297,6 +299,13 @@ func planJobs(args []string, f *fileFlags, encrypt bool) ([]fileJob, error) {
 		}
 		return nil, usageError{fmt.Errorf("-o %s: with several sources, -o must be an existing directory", f.output)}
 	}
+	// Encrypted files are often left world-readable; the plaintext made from
+	// them gets their mode less the umask, as a newly created file would.
+	mode := func(m fs.FileMode) fs.FileMode { return m.Perm() }
+	if !encrypt {
+		mask := processUmask()
+		mode = func(m fs.FileMode) fs.FileMode { return m.Perm() &^ mask }
+	}
 	var jobs []fileJob
 	for _, src := range args {
 		if src == "-" {
@@ -330,7 +339,7 @@ func planJobs(args []string, f *fileFlags, encrypt bool) ([]fileJob, error) {
 					return nil, err
 				}
 			}
-			jobs = append(jobs, fileJob{src: src, dst: dst, perm: fi.Mode().Perm()})
+			jobs = append(jobs, fileJob{src: src, dst: dst, perm: mode(fi.Mode())})
 			continue
 		}
 		if !f.recursive {
@@ -358,7 +367,7 @@ func planJobs(args []string, f *fileFlags, encrypt bool) ([]fileJob, error) {
 			switch {
 			case d.IsDir():
 				if root != src {
-					jobs = append(jobs, fileJob{dst: filepath.Join(root, rel), dir: true, perm: info.Mode().Perm()})
+					jobs = append(jobs, fileJob{dst: filepath.Join(root, rel), dir: true, perm: mode(info.Mode())})
 				}
 			case !d.Type().IsRegular():
 				// Symbolic links and special files are not followed or copied.
@@ -369,7 +378,7 @@ func planJobs(args []string, f *fileFlags, encrypt bool) ([]fileJob, error) {
 				if err != nil {
 					return err
 				}
-				jobs = append(jobs, fileJob{src: path, dst: filepath.Join(root, name), perm: info.Mode().Perm()})
+				jobs = append(jobs, fileJob{src: path, dst: filepath.Join(root, name), perm: mode(info.Mode())})
 			}
 			return nil
 		})
@@ -452,6 +461,23 @@ func runJob(cmd *cobra.Command, j fileJob, f *fileFlags, fn streamFunc) error {
 		return err
 	}
 	return writeAtomic(j.dst, j.perm, f.force, func(w io.Writer) error { return fn(ctx, in, w, name) })
+}
+
+// processUmask reads the process's umask from /proc without changing it
+// (umask(2) can only be read by setting it). If /proc cannot tell, it
+// assumes the strictest sensible mask, 077.
+func processUmask() fs.FileMode {
+	data, err := os.ReadFile("/proc/self/status")
+	if err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+					return fs.FileMode(m)
+				}
+			}
+		}
+	}
+	return 0o077
 }
 
 // writeAtomic makes dst hold what fn writes, or leaves it untouched
