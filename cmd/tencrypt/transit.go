@@ -143,8 +143,9 @@ func newTransitEnrollCmd(use, short string) *cobra.Command {
 		Long: short + `.
 
 The key is made by the key backend ('tencrypt keys' flags) and stored wrapped
-in the registry. Agents pick it up within a reconcile round; during a rotation
-tunnels re-handshake with the new key, an interruption of about one handshake.
+in the registry. Agents pick it up within a reconcile round; after a rotation
+WireGuard uses the new key from each tunnel's next handshake (within 3
+minutes), with no interruption.
 Rotate after 'tencrypt keys rotate' to move transit onto the new KEK version.`,
 		Example: `  sudo tencrypt transit ` + use + ` blue --name lab --keyring /etc/tencrypt/keyring --key-file /etc/tencrypt/admin.key`,
 		Args:    cobra.ExactArgs(1),

@@ -121,8 +121,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// roundTimeout bounds one reconcile round, so that a hung KMS call or nft
+// run cannot stall the node's agent (and its health answers) for good.
+const roundTimeout = 30 * time.Second
+
 func (a *Agent) round(ctx context.Context) {
-	err := a.Reconcile(ctx)
+	rctx, cancel := context.WithTimeout(ctx, roundTimeout)
+	err := a.Reconcile(rctx)
+	cancel()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.rounds++
@@ -147,6 +153,14 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+
+	// Tenants leave transit one at a time. A registry that suddenly lists
+	// none while this agent serves some (a lost or emptied registry file)
+	// would otherwise make the agent remove every guard and send every
+	// tenant's traffic in clear: refuse, and keep the node as it is.
+	if len(snap.Tenants) == 0 && len(a.pods) > 0 {
+		return fmt.Errorf("the registry lists no enrolled tenant while %d pods are served; keeping their guards and tunnels (fail closed) until the registry is repaired", len(a.pods))
+	}
 
 	var errs []error
 	for tenant, t := range snap.Tenants {

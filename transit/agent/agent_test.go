@@ -1,7 +1,11 @@
 package agent
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"net/netip"
+	"strings"
 	"slices"
 	"testing"
 
@@ -116,5 +120,23 @@ func TestMeshProblems(t *testing.T) {
 	node2.Pods[0].Ready = false
 	if p := MeshProblems([]Status{node2}); len(p) != 1 {
 		t.Errorf("pod not ready: %v", p)
+	}
+}
+
+// emptyRegistry lists nothing at all, as a lost registry file would.
+type emptyRegistry struct{ registry.Registry }
+
+func (emptyRegistry) Snapshot(context.Context) (*registry.Snapshot, error) {
+	return &registry.Snapshot{}, nil
+}
+
+func TestEmptyRegistryDoesNotUnguardServedPods(t *testing.T) {
+	a := New(Config{Node: "n1", Registry: emptyRegistry{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	a.pods["b1"] = &servedPod{pod: snapshot().Pods[0]}
+	if err := a.Reconcile(t.Context()); err == nil || !strings.Contains(err.Error(), "no enrolled tenant") {
+		t.Errorf("Reconcile = %v, want a refusal", err)
+	}
+	if _, ok := a.pods["b1"]; !ok {
+		t.Error("the pod was unserved (its guard would have been removed)")
 	}
 }
