@@ -5,8 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tencrypt/tencrypt/transit/guard"
