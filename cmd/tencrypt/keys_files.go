@@ -65,7 +65,18 @@ func scanBlobs(paths []string, provider string) ([]blobRef, int, error) {
 			if err != nil {
 				return err
 			}
-			if !d.Type().IsRegular() {
+			if d.Type()&fs.ModeSymlink != 0 {
+				// A wrapped key reached only through a link must not be
+				// missed (retire would destroy a version in use): follow a
+				// link to a file, refuse one to anything else.
+				fi, err := os.Stat(path)
+				if err != nil {
+					return fmt.Errorf("symbolic link %s: %w", path, err)
+				}
+				if !fi.Mode().IsRegular() {
+					return fmt.Errorf("symbolic link %s points to a directory or special file, which the scan does not follow: name its target instead", path)
+				}
+			} else if !d.Type().IsRegular() {
 				return nil
 			}
 			f, err := os.Open(path)
