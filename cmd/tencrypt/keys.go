@@ -209,6 +209,13 @@ answers.`,
 	return cmd
 }
 
+// The weakest Argon2id settings keys init accepts (OWASP's minimum: 19 MiB,
+// two passes).
+const (
+	minKDFTime      = 2
+	minKDFMemoryKiB = 19 << 10
+)
+
 func keysInitLocal(cmd *cobra.Command, cfg keysConfig, opts local.InitOptions) error {
 	l := cfg.Local
 	if l.Path == "" {
@@ -216,6 +223,12 @@ func keysInitLocal(cmd *cobra.Command, cfg keysConfig, opts local.InitOptions) e
 	}
 	if opts.KDFTime != 0 && (opts.KDFMemoryKiB == 0 || opts.KDFThreads == 0) {
 		return usageError{errors.New("keys init: --kdf-time needs --kdf-memory-kib and --kdf-threads too")}
+	}
+	// The file format accepts weaker settings (readers only guard against
+	// resource exhaustion); a new keyring gets at least OWASP's minimum for
+	// Argon2id.
+	if opts.KDFTime != 0 && (opts.KDFTime < minKDFTime || opts.KDFMemoryKiB < minKDFMemoryKiB) {
+		return usageError{fmt.Errorf("keys init: Argon2id settings too weak for a passphrase: want --kdf-time %d or more and --kdf-memory-kib %d or more", minKDFTime, minKDFMemoryKiB)}
 	}
 	opts.Path = l.Path
 	unlock, created := "passphrase", false
