@@ -232,18 +232,21 @@ func define(b *strings.Builder, p plan) {
 	b.WriteString("\t}\n")
 
 	fmt.Fprintf(b, "\tchain egress {\n\t\ttype filter hook postrouting priority %s; policy accept;\n", prioEgress)
-	// A flow that once went to a peer or a VIP is tenant traffic for good:
+	// WireGuard's own packets first: they are the bulk of the traffic, and
+	// need nothing else here.
+	fmt.Fprintf(b, "\t\tmeta mark %#x udp sport %d accept\n", p.fwMark, p.listenPort)
+	// A flow that starts toward a peer or a VIP is tenant traffic for good:
 	// its conntrack entry is marked, and a marked flow may leave only by
 	// the tunnel. When a peer leaves the tenant (deleted, re-addressed) its
 	// address leaves @peers and its route goes, but open sockets keep
 	// sending; without the mark their retransmits would go out eth0 in
 	// clear. The same holds for a VIP translated to a backend outside the
-	// tunnel.
-	fmt.Fprintf(b, "\t\tip daddr @%s ct mark set ct mark | %#x\n", setPeers, ctMarkTenant)
-	fmt.Fprintf(b, "\t\tct original ip daddr @%s ct mark set ct mark | %#x\n", setVIPs, ctMarkTenant)
+	// tunnel. Marking the first packet of each flow is enough: the mark
+	// stays with the connection.
+	fmt.Fprintf(b, "\t\tct state new ip daddr @%s ct mark set ct mark | %#x\n", setPeers, ctMarkTenant)
+	fmt.Fprintf(b, "\t\tct state new ct original ip daddr @%s ct mark set ct mark | %#x\n", setVIPs, ctMarkTenant)
 	b.WriteString("\t\toif \"lo\" accept\n")
 	fmt.Fprintf(b, "\t\toifname %q accept\n", p.tunnelIf)
-	fmt.Fprintf(b, "\t\tmeta mark %#x udp sport %d accept\n", p.fwMark, p.listenPort)
 	fmt.Fprintf(b, "\t\tip daddr @%s counter name %q drop\n", setPeers, CounterPlaintextOut)
 	fmt.Fprintf(b, "\t\tip daddr @%s counter name %q drop\n", setVIPs, CounterVIPOut)
 	fmt.Fprintf(b, "\t\tct mark & %#x == %#x counter name %q drop\n", ctMarkTenant, ctMarkTenant, CounterPlaintextOut)

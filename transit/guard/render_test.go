@@ -42,11 +42,11 @@ const emptyDefinition = `table inet tencrypt-guard {
 	}
 	chain egress {
 		type filter hook postrouting priority filter; policy accept;
-		ip daddr @peers ct mark set ct mark | 0x20000000
-		ct original ip daddr @vips ct mark set ct mark | 0x20000000
+		meta mark 0xca6c udp sport 51820 accept
+		ct state new ip daddr @peers ct mark set ct mark | 0x20000000
+		ct state new ct original ip daddr @vips ct mark set ct mark | 0x20000000
 		oif "lo" accept
 		oifname "tenc0" accept
-		meta mark 0xca6c udp sport 51820 accept
 		ip daddr @peers counter name "plaintext-out" drop
 		ip daddr @vips counter name "vip-out" drop
 		ct mark & 0x20000000 == 0x20000000 counter name "plaintext-out" drop
@@ -152,8 +152,8 @@ func TestRender(t *testing.T) {
 			want: []string{
 				`iifname "wg-x.1" accept`,
 				"ip saddr @peers udp dport 4500 socket mark 0x1 accept",
-				`oifname "wg-x.1" accept`,
 				"meta mark 0x1 udp sport 4500 accept",
+				`oifname "wg-x.1" accept`,
 			},
 		},
 	}
