@@ -144,6 +144,7 @@ func (c *content) getattr(out *fuse.AttrOut) syscall.Errno {
 		return gofs.ToErrno(err)
 	}
 	out.FromStat(&st)
+	out.Ino = c.n.fs.inodeNumber(&st)
 	out.Size = uint64(c.size())
 	return 0
 }

@@ -62,6 +62,19 @@ type FS struct {
 	log   *slog.Logger
 	stats Stats
 	root  *node
+	// rootDev is the cipher directory's device, folded into inode numbers.
+	rootDev uint64
+}
+
+// inodeNumber is the FUSE inode number of a cipher entry. Inode numbers
+// are unique only within one file system, and a cipher directory may span
+// several (a bind mount, a snapshot inside it), so the device is folded in,
+// as go-fuse's loopback does: entries on the cipher directory's own file
+// system keep their inode numbers, others get the device's bits mixed in,
+// so two files never share one node and its open state.
+func (f *FS) inodeNumber(st *syscall.Stat_t) uint64 {
+	swap := func(d uint64) uint64 { return d<<32 | d>>32 }
+	return swap(f.rootDev) ^ swap(uint64(st.Dev)) ^ st.Ino
 }
 
 // New returns the file system of cfg's volume; Root is its root node.
@@ -87,7 +100,11 @@ func New(cfg Config) (*FS, error) {
 	if cfg.Caller == "" {
 		cfg.Caller = "tencrypt mount"
 	}
-	f := &FS{cfg: cfg, cache: newKeyCache(cfg.KeyCache), log: cfg.Log}
+	var rst syscall.Stat_t
+	if err := syscall.Stat(abs, &rst); err != nil {
+		return nil, err
+	}
+	f := &FS{cfg: cfg, cache: newKeyCache(cfg.KeyCache), log: cfg.Log, rootDev: uint64(rst.Dev)}
 	f.root = &node{fs: f, iv: iv, ivOK: true}
 	return f, nil
 }

@@ -186,7 +186,7 @@ func removeSidecar(path, enc string) {
 // newChild makes the inode of a child whose cipher entry has st and gen
 // (from statx).
 func (n *node) newChild(ctx context.Context, st *syscall.Stat_t, gen uint64, ch *node) *gofs.Inode {
-	return n.NewInode(ctx, ch, gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: st.Ino, Gen: gen})
+	return n.NewInode(ctx, ch, gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: n.fs.inodeNumber(st), Gen: gen})
 }
 
 // headerSize returns the header size of the regular file at cp.
@@ -217,6 +217,7 @@ func (n *node) headerSize(cp string) (int, error) {
 // the target length of a symlink.
 func (n *node) fillAttr(cp string, st *syscall.Stat_t, out *fuse.Attr) {
 	out.FromStat(st)
+	out.Ino = n.fs.inodeNumber(st)
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFREG:
 		n.mu.Lock()
@@ -536,6 +537,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	chn.hdrSize = ff.Header().Size()
 	chn.mu.Unlock()
 	out.FromStat(&st)
+	out.Ino = n.fs.inodeNumber(&st)
 	out.Size = 0
 	return ino, &handle{c: c, append: flags&syscall.O_APPEND != 0}, 0, 0
 }
@@ -590,6 +592,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	chownCaller(ctx, cp)
 	ino := n.newChild(ctx, &st, gen, &node{fs: n.fs, iv: iv, ivOK: true})
 	out.FromStat(&st)
+	out.Ino = n.fs.inodeNumber(&st)
 	return ino, 0
 }
 
