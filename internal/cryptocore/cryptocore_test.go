@@ -3,6 +3,7 @@ package cryptocore
 import (
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -214,8 +215,23 @@ func TestKeyNeverPrinted(t *testing.T) {
 	l.Info("key", "k", k, "kp", &k, "s", struct{ K Key }{k})
 	slog.New(slog.NewTextHandler(&logs, nil)).Info("key", "k", k)
 	outs := []string{logs.String(), k.String(), k.GoString()}
-	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%X", "%d", "%q", "%02x"} {
-		outs = append(outs, fmt.Sprintf(verb, k), fmt.Sprintf(verb, &k), fmt.Sprintf(verb, struct{ K Key }{k}))
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%X", "% x", "%d", "%q", "%02x"} {
+		outs = append(outs, fmt.Sprintf(verb, k), fmt.Sprintf(verb, &k), fmt.Sprintf(verb, struct{ K Key }{k}),
+			fmt.Sprintf(verb, []Key{k}), fmt.Sprintf(verb, map[string]*Key{"k": &k}))
+	}
+	js, err := json.Marshal(struct {
+		K  Key
+		KP *Key
+		M  map[string]Key
+	}{k, &k, map[string]Key{"k": k}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs = append(outs, string(js), fmt.Sprint(k), fmt.Sprintln(&k))
+	for _, o := range outs {
+		if !strings.Contains(o, "REDACTED") {
+			t.Fatalf("no placeholder in %q", o)
+		}
 	}
 	hx := hex.EncodeToString(k[:4])
 	for _, o := range outs {

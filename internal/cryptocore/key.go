@@ -16,10 +16,11 @@ import (
 // XChaCha20-Poly1305).
 const KeySize = 32
 
-// Key is a 256-bit secret key. It is a fixed-size array so that it can be
-// zeroed in place; callers defer Zero right after creating one. Every
-// formatting path (String, GoString, Format, LogValue) prints a redacted
-// placeholder, never the bytes.
+// Key is a 256-bit secret key, and tencrypt's one secret-key type: KEKs,
+// access keys, derived subkeys and, as keys.DEK, data-encryption keys. It is
+// a fixed-size array so that it can be zeroed in place; callers defer Zero
+// right after creating one. Every formatting path (String, GoString, Format,
+// LogValue, MarshalText) prints a redacted placeholder, never the bytes.
 type Key [KeySize]byte
 
 // NewRandomKey returns a key from the operating system's CSPRNG.
@@ -42,6 +43,10 @@ func KeyFromBytes(b []byte) (Key, error) {
 	return k, nil
 }
 
+// Bytes returns the key bytes, aliasing k: they are valid until k.Zero and
+// must not be retained, converted to a string or logged.
+func (k *Key) Bytes() []byte { return k[:] }
+
 // Zero overwrites the key with zeros. Copies made earlier (by value passing
 // or the garbage collector) are not reached, so this is best effort.
 func (k *Key) Zero() { clear(k[:]) }
@@ -55,7 +60,9 @@ func (k *Key) IsZero() bool {
 // Equal compares two keys in constant time.
 func (k *Key) Equal(o *Key) bool { return subtle.ConstantTimeCompare(k[:], o[:]) == 1 }
 
-const redacted = "cryptocore.Key(REDACTED)"
+// redacted is what every formatting path prints instead of key bytes. It
+// names no type, since the same key type is a DEK, a KEK or an access key.
+const redacted = "Key(REDACTED)"
 
 // String never returns key bytes.
 func (Key) String() string { return redacted }
