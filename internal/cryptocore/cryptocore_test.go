@@ -140,6 +140,11 @@ func TestDeriveKeyPinned(t *testing.T) {
 		{LabelKeyringKeyFile, "bbfc2a769bf2c53820260c5a5661bcafbafdfdc264f080a491a8e08e52ced045"},
 		{LabelKeyringAdminBody, "e13643577f59dd1981e1ac071c4ef7e64d4e029e000758bf6b9fa2ad2c1c0c88"},
 		{LabelKeyringTenantBody, "0339bc9b0d3ea3fb6261bd9e9e02a86c3319362bc6d1b85812fe0befe2333857"},
+		{LabelKeyringV2AdminBody, "fa7aa41dcaeb57d2b3eff746e4d6a95f4880783fd0349d0bf074c90de461195f"},
+		{LabelKeyringV2TenantBody, "fcd5b2b85e386d6b2fbd73401e84c42e0bfb9ce5f4a6d262656eb7f1adb75de6"},
+		{LabelKeyringV2LocatorKey, "914fadb3f7629472c1eb123a496683f8da60dea667b0613423502548d6a00aff"},
+		{LabelKeyringV2Locator, "7c47e9f461efb46dae652bb7b92e60cd84721e053c3cdad039beefeef9ee7a6a"},
+		{LabelKeyringV2Tombstone, "57ce75f61961a26f17f0522a38549df70b919f14064b4f0f8b21dea5f3c39734"},
 	}
 	seen := map[string]bool{}
 	for _, tt := range tests {

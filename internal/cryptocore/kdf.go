@@ -14,14 +14,31 @@ import (
 // in docs/KEYRING.md; changing one changes the on-disk format.
 const (
 	// LabelKeyringKeyFile derives the keyring master key from an admin key
-	// file.
+	// file (keyring formats 1 and 2).
 	LabelKeyringKeyFile = "tencrypt keyring v1 admin key file"
-	// LabelKeyringAdminBody derives the key sealing the keyring's admin body
-	// from the master key.
+	// LabelKeyringAdminBody derives the key sealing a format 1 keyring's
+	// admin body from the master key; only migration still reads it.
 	LabelKeyringAdminBody = "tencrypt keyring v1 admin body"
-	// LabelKeyringTenantBody derives the key sealing a tenant's record from
-	// the tenant access key.
+	// LabelKeyringTenantBody derives the key sealing a format 1 keyring's
+	// tenant record from the tenant access key; no longer used.
 	LabelKeyringTenantBody = "tencrypt keyring v1 tenant body"
+
+	// LabelKeyringV2AdminBody derives the key sealing a format 2 keyring's
+	// admin body from the master key.
+	LabelKeyringV2AdminBody = "tencrypt keyring v2 admin body"
+	// LabelKeyringV2TenantBody derives the key sealing a tenant's slot from
+	// its access key.
+	LabelKeyringV2TenantBody = "tencrypt keyring v2 tenant body"
+	// LabelKeyringV2LocatorKey derives a tenant's locator key from its
+	// access key. The admin keeps it after a shred, when the access key is
+	// destroyed, to seal the tenant's tombstone; it opens no KEK.
+	LabelKeyringV2LocatorKey = "tencrypt keyring v2 locator key"
+	// LabelKeyringV2Locator derives, from the locator key and a write's
+	// random ID, the opaque 16-byte locator a tenant finds its slot by.
+	LabelKeyringV2Locator = "tencrypt keyring v2 locator"
+	// LabelKeyringV2Tombstone derives the key sealing a shredded tenant's
+	// tombstone slot from its locator key.
+	LabelKeyringV2Tombstone = "tencrypt keyring v2 tombstone"
 )
 
 // DeriveKey returns HKDF-SHA256(secret, salt, label) as a Key. label must be

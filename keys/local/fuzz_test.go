@@ -1,16 +1,19 @@
 package local
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/tencrypt/tencrypt/internal/cryptocore"
+	"github.com/tencrypt/tencrypt/keys"
 )
 
 // FuzzParseKeyring feeds arbitrary bytes to the parsers and the openers. They
-// must not panic, and anything they accept must re-parse to the same
-// structure; anything they reject must carry a sentinel.
+// must not panic; what parseFile accepts must have the structure format 2
+// allows (sorted slots found by their locators, sizes from the spec), and
+// no opener may accept it under a key that did not write it.
 func FuzzParseKeyring(f *testing.F) {
 	dir := f.TempDir()
 	kf := filepath.Join(dir, "k")
@@ -36,10 +39,20 @@ func FuzzParseKeyring(f *testing.F) {
 	f.Add(full)
 	f.Add(full[:headerSize])
 	f.Add([]byte(magic))
+	for _, golden := range []string{"testdata/v1/keyring", "testdata/v2/keyring"} {
+		b, err := os.ReadFile(golden)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	var k cryptocore.Key
 	f.Fuzz(func(t *testing.T, data []byte) {
 		raw, err := parseFile(data)
 		if err != nil {
+			if !errors.Is(err, keys.ErrMalformed) && !errors.Is(err, keys.ErrUnknownFormat) {
+				t.Fatalf("parseFile error without a sentinel: %v", err)
+			}
 			return
 		}
 		if len(raw.hdrBytes) != headerSize {
@@ -49,10 +62,19 @@ func FuzzParseKeyring(f *testing.F) {
 		if _, err := openAdmin(data, &k); err == nil {
 			t.Fatal("openAdmin accepted a fuzzed keyring under the zero key")
 		}
-		for _, r := range raw.records {
-			_, _ = openTenant(data, r.name, &k)
+		if _, err := openTenant(data, "blue", &k); err == nil {
+			t.Fatal("openTenant accepted a fuzzed keyring under the zero key")
 		}
-		_, _ = parseAdminBody(data[headerSize:])
-		_, _ = parseTenantBody("blue", data[headerSize:])
+		for _, s := range raw.slots {
+			if _, ok := raw.find(s.loc); !ok {
+				t.Fatalf("slot %x not found by its locator", s.loc)
+			}
+		}
+		if len(raw.slots) < minSlots || !validSlotPlain(raw.slotPlain) {
+			t.Fatalf("accepted %d slots of %d bytes", len(raw.slots), raw.slotPlain)
+		}
+		_, _, _ = parseAdminBody(data[headerSize:], formatVersion)
+		_, _, _ = parseAdminBody(data[headerSize:], 1)
+		_, _ = parseSlot("blue", data[headerSize:])
 	})
 }

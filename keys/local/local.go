@@ -95,19 +95,11 @@ func Open(ctx context.Context, cfg Config) (_ *Provider, err error) {
 			return nil, err
 		}
 	} else {
-		u := &unlockSecret{passphrase: cfg.Passphrase}
-		switch {
-		case cfg.KeyFile != "":
-			if u.keyFile, err = readKeyFile(cfg.KeyFile, "key file"); err != nil {
-				return nil, err
-			}
-			defer u.keyFile.Zero()
-		case cfg.PassphraseFile != "":
-			if u.passphrase, err = readPassphraseFile(cfg.PassphraseFile); err != nil {
-				return nil, err
-			}
-			defer clear(u.passphrase)
+		u, err := adminUnlock(cfg)
+		if err != nil {
+			return nil, err
 		}
+		defer u.zero()
 		data, _, err := readKeyring(cfg.Path)
 		if err != nil {
 			return nil, err
@@ -282,8 +274,12 @@ func (p *Provider) updateLocked(ctx context.Context, fn func(s *state) error) er
 		s.zero()
 		return err
 	}
-	s.hdr.generation++
-	out := s.marshal(&p.master)
+	s.gen++
+	out, err := s.marshal(&p.master)
+	if err != nil {
+		s.zero()
+		return err
+	}
 	if err := writeFileAtomic(p.path, out, true); err != nil {
 		s.zero()
 		return fmt.Errorf("write keyring: %w", err)
@@ -498,7 +494,11 @@ func (p *Provider) Shred(ctx context.Context, tenant string) error {
 		if err != nil {
 			return err
 		}
+		// The locator key stays, to seal the tombstone that tells a holder
+		// of the old access key it was shredded; it opens no KEK.
+		lk := locatorKey(&t.access, &s.hdr)
 		t.zero()
+		t.locKey = lk
 		t.keks, t.shredded, t.shreddedAt = nil, true, p.now().UTC()
 		t.min, t.current = 0, 0
 		return nil

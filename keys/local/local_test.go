@@ -3,6 +3,7 @@ package local
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -146,8 +147,12 @@ func TestShredRemovesAccessKey(t *testing.T) {
 		t.Fatalf("Wrap with a stale access key after shred: %v, want ErrShredded", err)
 	}
 	raw, _ := os.ReadFile(cfg.Path)
-	if bytes.Contains(raw, []byte("blue")) == false {
-		t.Fatal("tombstone for blue missing from the keyring")
+	if bytes.Contains(raw, []byte("blue")) {
+		t.Fatal("the shredded tenant's name is readable in the keyring")
+	}
+	// The name stays taken: the admin body keeps the tombstone.
+	if err := p.CreateTenant(ctx, "blue"); !errors.Is(err, keys.ErrShredded) {
+		t.Fatalf("CreateTenant of a shredded name: %v, want ErrShredded", err)
 	}
 }
 
@@ -187,7 +192,7 @@ func TestBrokenKeyrings(t *testing.T) {
 	p.Close()
 	flip := func(i int) []byte { b := bytes.Clone(good); b[i] ^= 1; return b }
 	future := bytes.Clone(good)
-	future[9] = 2
+	future[9] = 3
 	tests := []struct {
 		name string
 		data []byte
@@ -203,9 +208,12 @@ func TestBrokenKeyrings(t *testing.T) {
 		{"reserved byte", flip(11), keys.ErrMalformed},
 		{"salt", flip(30), keys.ErrAuth},
 		{"keyring id", flip(45), keys.ErrAuth},
-		{"generation", flip(63), keys.ErrAuth},
+		{"write id", flip(63), keys.ErrAuth},
 		{"admin body", flip(headerSize + 20), keys.ErrAuth},
-		{"admin tag", flip(headerSize + int(uint32(good[64])<<24|uint32(good[65])<<16|uint32(good[66])<<8|uint32(good[67])) - 1), keys.ErrAuth},
+		{"admin tag", flip(headerSize + int(binary.BigEndian.Uint32(good[72:])) - 1), keys.ErrAuth},
+		{"slot count", flip(headerSize + int(binary.BigEndian.Uint32(good[72:])) + 3), keys.ErrMalformed},
+		{"slot size", flip(headerSize + int(binary.BigEndian.Uint32(good[72:])) + 7), keys.ErrMalformed},
+		{"a slot", flip(len(good) - 1), keys.ErrAuth},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,20 +229,44 @@ func TestBrokenKeyrings(t *testing.T) {
 			}
 		})
 	}
-	// Every byte of the tenant section flipped fails for the tenant.
+	// Every byte flipped fails for the admin. It fails for the tenant in
+	// what the tenant reads: the keyring and write IDs, the index's sizes
+	// and its own slot. (Other slots are other tenants' or random.)
 	os.WriteFile(cfg.Path, good, 0o600)
 	tcfg := tenantConfig(cfg, "blue")
 	open(t, tcfg)
 	f, _ := parseFile(good)
-	start := headerSize + len(f.admin)
-	for i := start; i < len(good); i++ {
-		os.WriteFile(cfg.Path, flip(i), 0o600)
-		if _, err := Open(ctx, tcfg); err == nil {
-			t.Fatalf("tenant opened a keyring with byte %d flipped", i)
-		}
-		if _, err := Open(ctx, cfg); err == nil {
+	access, _ := readKeyFile(tcfg.TenantKeyFile, "k")
+	lk := locatorKey(&access, &f.hdr)
+	loc := locator(&lk, &f.hdr)
+	own, found := f.find(loc)
+	if !found {
+		t.Fatal("blue's slot not found")
+	}
+	ownStart := bytes.Index(good, own.loc[:])
+	ownEnd := ownStart + locatorSize + len(own.sealed)
+	indexStart := headerSize + len(f.admin)
+	tenantReads := func(i int) bool {
+		return i < 24 || i >= 40 && i < 72 || i >= indexStart && i < indexStart+8 || i >= ownStart && i < ownEnd
+	}
+	adminKey, _ := readKeyFile(cfg.KeyFile, "k")
+	master, err := (&unlockSecret{keyFile: adminKey}).master(&f.hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range good {
+		if _, err := openAdmin(flip(i), &master); err == nil {
 			t.Fatalf("admin opened a keyring with byte %d flipped", i)
 		}
+		if !tenantReads(i) {
+			continue
+		}
+		if _, err := openTenant(flip(i), "blue", &access); err == nil {
+			t.Fatalf("tenant opened a keyring with byte %d flipped", i)
+		}
+	}
+	if _, err := openTenant(good, "blue", &access); err != nil {
+		t.Fatalf("tenant on the good keyring: %v", err)
 	}
 }
 
@@ -365,5 +397,77 @@ func TestReissueAccessKey(t *testing.T) {
 	}
 	if _, err := nw.ReissueAccessKey(ctx, "blue"); !errors.Is(err, keys.ErrPermissionDenied) {
 		t.Fatalf("tenant reissuing its own key: %v, want ErrPermissionDenied", err)
+	}
+}
+
+// TestIndexRevealsNothing is finding 5 of issue 16: what a holder of one
+// access key (or of the file alone) reads of the others. Two keyrings with
+// different tenants, names, states and version counts (within one bucket
+// of versions and of slots) are the same size and name no tenant; writes
+// leave no count in the file; a tenant's open sees only itself.
+func TestIndexRevealsNothing(t *testing.T) {
+	ctx := t.Context()
+	small := newTestKeyring(t)
+	ps := open(t, small)
+	if err := ps.CreateTenant(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	big := newTestKeyring(t)
+	pb := open(t, big)
+	long := "a-much-longer-tenant-name-0123456789"
+	for _, n := range []string{long, "green", "red"} {
+		if err := pb.CreateTenant(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range versionBucket - 1 {
+		if _, err := pb.Rotate(ctx, long); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pb.Rotate(ctx, "green")
+	if err := pb.Shred(ctx, "red"); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(small.Path)
+	b, _ := os.ReadFile(big.Path)
+	if len(a) != len(b) {
+		t.Fatalf("1 tenant with 1 version: %d bytes; 3 tenants (8 versions, 2, shredded): %d bytes", len(a), len(b))
+	}
+	for _, n := range []string{"blue", long, "green", "red"} {
+		if bytes.Contains(a, []byte(n)) || bytes.Contains(b, []byte(n)) {
+			t.Fatalf("tenant name %q readable in a keyring", n)
+		}
+	}
+	for _, data := range [][]byte{a, b} {
+		f, err := parseFile(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(f.slots) != minSlots {
+			t.Fatalf("%d slots, want %d", len(f.slots), minSlots)
+		}
+	}
+	// A write changes no size and leaves no counter: the generation is
+	// sealed in the admin body, and the write ID is random.
+	fa, _ := parseFile(a)
+	ps.Rotate(ctx, "blue")
+	a2, _ := os.ReadFile(small.Path)
+	fa2, _ := parseFile(a2)
+	if len(a2) != len(a) || fa.hdr.writeID == fa2.hdr.writeID || !bytes.Equal(a[:56], a2[:56]) {
+		t.Fatal("a rotation changed the size or the fixed header, or kept the write ID")
+	}
+	// Locators change with every write, so a slot cannot be followed from
+	// one write to the next.
+	for _, s := range fa.slots {
+		if _, ok := fa2.find(s.loc); ok {
+			t.Fatalf("locator %x survived a write", s.loc)
+		}
+	}
+	// Green's access key opens green's slot and nothing else.
+	gk, _ := readKeyFile(big.AccessKeyPath("green"), "k")
+	st, err := openTenant(b, "green", &gk)
+	if err != nil || len(st.tenants) != 1 || st.tenants["green"] == nil || st.gen != 0 {
+		t.Fatalf("green's view: %v, %v", st, err)
 	}
 }
