@@ -699,7 +699,16 @@ func newKeysAuditCmd() *cobra.Command {
 		Long: `audit prints the records of the audit log (--audit-log): one per unwrap or
 rewrap, written before the key was released, with time, tenant, key version,
 purpose, caller, backend and outcome. The format is in docs/KEYS.md. It
-changes nothing and needs no backend credentials.`,
+changes nothing and needs no backend credentials.
+
+The log is written by the process that unwraps, which chooses its path
+(--audit-log, TENCRYPT_AUDIT_LOG) and names itself in "caller". With the
+local and pkcs11 backends a tenant workload holding its own access key or
+PIN can unwrap elsewhere or without tencrypt, so for such processes the log
+is advisory. Authoritative records come from Vault's audit device (vault
+audit enable file file_path=...), or, for local, from unwraps done only by
+processes the tenant does not control (the node agent, a CSI driver, an
+operator's mount) logging where tenants cannot write (docs/KEYS.md).`,
 		Example: `  tencrypt keys audit --tenant blue --since 24h
   tencrypt keys audit --json | jq '.[] | select(.outcome != "ok")'`,
 		Args: cobra.NoArgs,
