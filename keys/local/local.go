@@ -54,19 +54,42 @@ type Provider struct {
 var _ keys.KEKProvider = (*Provider)(nil)
 
 // fileStamp identifies one version of the keyring file. Every write renames
-// a new file into place, so a new inode means new content.
+// a new file into place, with a new random write ID in its header: the
+// write ID tells versions apart even when a format 2 keyring keeps its size
+// and a coarse clock gives a reused inode the same mtime.
 type fileStamp struct {
 	dev, ino uint64
 	size     int64
 	mtime    time.Time
+	writeID  [idSize]byte // header bytes 56..72 (format 1: the generation)
 }
 
-func stampOf(fi os.FileInfo) fileStamp {
+func stampOf(fi os.FileInfo, head []byte) fileStamp {
 	s := fileStamp{size: fi.Size(), mtime: fi.ModTime()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		s.dev, s.ino = uint64(st.Dev), st.Ino
 	}
+	if len(head) >= 56+idSize {
+		copy(s.writeID[:], head[56:56+idSize])
+	}
 	return s
+}
+
+// peekStamp returns the stamp of the keyring at path, reading only its
+// header.
+func peekStamp(path string) (fileStamp, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fileStamp{}, err
+	}
+	var head [56 + idSize]byte
+	n, _ := f.ReadAt(head[:], 0)
+	return stampOf(fi, head[:n]), nil
 }
 
 // Open opens the keyring cfg names, with admin credentials (a key file or a
@@ -194,7 +217,7 @@ func readKeyring(path string) ([]byte, fileStamp, error) {
 	if err != nil {
 		return nil, fileStamp{}, fmt.Errorf("read keyring %s: %w", path, err)
 	}
-	return data, stampOf(fi), nil
+	return data, stampOf(fi, data), nil
 }
 
 func ctxErr(ctx context.Context) error {
@@ -230,8 +253,7 @@ func (p *Provider) loadLocked(ctx context.Context) (*state, error) {
 	if err := ctxErr(ctx); err != nil {
 		return nil, err
 	}
-	fi, err := os.Stat(p.path)
-	if err == nil && p.st != nil && stampOf(fi) == p.stamp {
+	if stamp, err := peekStamp(p.path); err == nil && p.st != nil && stamp == p.stamp {
 		return p.st, nil
 	}
 	data, stamp, err := readKeyring(p.path)
@@ -285,9 +307,12 @@ func (p *Provider) updateLocked(ctx context.Context, fn func(s *state) error) er
 		return fmt.Errorf("write keyring: %w", err)
 	}
 	p.st.zero()
+	// Keep the stamp only if the file is still the one written here: if
+	// another writer replaced it already, the zero stamp makes the next
+	// load read it.
 	p.st, p.stamp = s, fileStamp{}
-	if fi, err := os.Stat(p.path); err == nil {
-		p.stamp = stampOf(fi)
+	if stamp, err := peekStamp(p.path); err == nil && stamp.writeID == s.hdr.writeID {
+		p.stamp = stamp
 	}
 	return nil
 }

@@ -471,3 +471,42 @@ func TestIndexRevealsNothing(t *testing.T) {
 		t.Fatalf("green's view: %v, %v", st, err)
 	}
 }
+
+// A format 2 keyring keeps its size across most writes, and a file system
+// may reuse an inode and, with a coarse clock, give it the same mtime: the
+// write ID in the header still tells a tenant provider the file changed.
+func TestTenantSeesRewriteWithSameStat(t *testing.T) {
+	ctx := t.Context()
+	cfg := newTestKeyring(t)
+	a := open(t, cfg)
+	if err := a.CreateTenant(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	b1, _ := os.ReadFile(cfg.Path)
+	if _, err := a.Rotate(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := os.ReadFile(cfg.Path)
+	if len(b1) != len(b2) {
+		t.Fatalf("a rotation changed the size: %d, %d", len(b1), len(b2))
+	}
+	fi, _ := os.Stat(cfg.Path)
+	same := func(data []byte) {
+		// In place: same inode, same size, and the mtime put back.
+		if err := os.WriteFile(cfg.Path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(cfg.Path, fi.ModTime(), fi.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	same(b1)
+	tp := open(t, tenantConfig(cfg, "blue"))
+	if ti, err := tp.Tenant(ctx, "blue"); err != nil || ti.Current != 1 {
+		t.Fatalf("before: %+v, %v", ti, err)
+	}
+	same(b2)
+	if ti, err := tp.Tenant(ctx, "blue"); err != nil || ti.Current != 2 {
+		t.Fatalf("after the file changed under the same inode, size and mtime: %+v, %v; want version 2", ti, err)
+	}
+}
