@@ -241,7 +241,20 @@ func (p *Provider) openLocked(data []byte) (*state, error) {
 	if h.unlock != p.kdfFor.unlock || h.kdf != p.kdfFor.kdf {
 		return nil, fmt.Errorf("keyring %s was re-initialised since it was opened; open it again", p.path)
 	}
-	return openAdmin(data, &p.master)
+	s, err := openAdmin(data, &p.master)
+	if err != nil {
+		return nil, err
+	}
+	// An admin provider that has seen a generation refuses an older one:
+	// someone put an older copy of the keyring back (docs/KEYRING.md).
+	// Tenants cannot check this; they do not see the generation.
+	if p.st != nil && s.gen < p.st.gen {
+		last := p.st.gen
+		s.zero()
+		return nil, fmt.Errorf("keyring %s: %w: it went back from generation %d to %d, so an older copy was put in place; "+
+			"find out who can write it, and restore the latest copy", p.path, keys.ErrAuth, last, s.gen)
+	}
+	return s, nil
 }
 
 // loadLocked returns the current keyring, re-reading the file only when it

@@ -510,3 +510,35 @@ func TestTenantSeesRewriteWithSameStat(t *testing.T) {
 		t.Fatalf("after the file changed under the same inode, size and mtime: %+v, %v; want version 2", ti, err)
 	}
 }
+
+// An open admin provider refuses an older copy of the keyring put back in
+// place, which would bring retired versions back.
+func TestAdminRefusesRollback(t *testing.T) {
+	ctx := t.Context()
+	cfg := newTestKeyring(t)
+	a := open(t, cfg)
+	if err := a.CreateTenant(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := os.ReadFile(cfg.Path)
+	a.Rotate(ctx, "blue")
+	if err := a.Retire(ctx, "blue", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.Path+".old", old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(cfg.Path+".old", cfg.Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Tenant(ctx, "blue"); !errors.Is(err, keys.ErrAuth) || !strings.Contains(err.Error(), "older copy") {
+		t.Fatalf("open admin provider after a rollback: %v, want ErrAuth naming an older copy", err)
+	}
+	if _, err := a.Rotate(ctx, "blue"); !errors.Is(err, keys.ErrAuth) {
+		t.Fatalf("write after a rollback: %v, want ErrAuth", err)
+	}
+	// A fresh provider cannot tell, as docs/KEYRING.md says.
+	if ti, err := open(t, cfg).Tenant(ctx, "blue"); err != nil || ti.MinVersion != 1 {
+		t.Fatalf("fresh admin provider on the old copy: %+v, %v", ti, err)
+	}
+}
