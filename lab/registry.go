@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tencrypt/tencrypt/internal/atomicfile"
-	"github.com/tencrypt/tencrypt/transit/netns"
+	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/transit/registry"
 )
 

@@ -21,12 +21,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/internal/nettest"
 	"github.com/tencrypt/tencrypt/internal/testenv"
 	"github.com/tencrypt/tencrypt/lab"
 	"github.com/tencrypt/tencrypt/transit/agent"
 	"github.com/tencrypt/tencrypt/transit/guard"
-	"github.com/tencrypt/tencrypt/transit/netns"
 	"github.com/tencrypt/tencrypt/transit/tunnel"
 )
 

@@ -23,9 +23,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/transit/guard"
-	"github.com/tencrypt/tencrypt/transit/netns"
 	"github.com/tencrypt/tencrypt/transit/registry"
 	"github.com/tencrypt/tencrypt/transit/tunnel"
 )

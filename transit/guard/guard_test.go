@@ -19,9 +19,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/internal/nettest"
 	"github.com/tencrypt/tencrypt/internal/testenv"
-	"github.com/tencrypt/tencrypt/transit/netns"
 )
 
 // The values the agent uses.

@@ -33,7 +33,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/tencrypt/tencrypt/transit/netns"
+	"github.com/tencrypt/tencrypt/internal/netns"
 )
 
 const (

@@ -14,8 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
+	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/internal/testenv"
-	"github.com/tencrypt/tencrypt/transit/netns"
 )
 
 // pod is a namespace with one veth, eth0, and a default route through it,
