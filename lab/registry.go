@@ -56,13 +56,7 @@ func (r *Registry) Snapshot(context.Context) (*registry.Snapshot, error) {
 			Name: p.Name, Tenant: p.Tenant, Node: p.Node, IP: p.IP, NetNS: netns.Path(p.NetNS),
 		})
 	}
-	for _, s := range st.Plan.Services {
-		svc := registry.Service{Tenant: s.Tenant, Name: s.Name, VIP: s.VIP, Backends: s.Backends}
-		for _, sp := range s.Ports {
-			svc.Ports = append(svc.Ports, registry.Port{Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
-		}
-		snap.Services = append(snap.Services, svc)
-	}
+	snap.Services = append(snap.Services, st.Plan.Services...)
 	return snap, nil
 }
 

@@ -401,14 +401,11 @@ func guardConfig(p registry.Pod, snap *registry.Snapshot) guard.Config {
 		tenantIPs[ip] = true
 	}
 	for _, s := range snap.TenantServices(p.Tenant) {
-		gs := guard.Service{VIP: s.VIP}
+		gs := registry.Service{Tenant: s.Tenant, Name: s.Name, VIP: s.VIP, Ports: slices.Clone(s.Ports)}
 		for _, be := range s.Backends {
 			if tenantIPs[be] {
 				gs.Backends = append(gs.Backends, be)
 			}
-		}
-		for _, sp := range s.Ports {
-			gs.Ports = append(gs.Ports, guard.Port{Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
 		}
 		c.Services = append(c.Services, gs)
 	}
@@ -418,7 +415,7 @@ func guardConfig(p registry.Pod, snap *registry.Snapshot) guard.Config {
 func guardEqual(a, b guard.Config) bool {
 	return a.TunnelIf == b.TunnelIf && a.ListenPort == b.ListenPort && a.FwMark == b.FwMark && a.Self == b.Self &&
 		slices.Equal(a.Peers, b.Peers) &&
-		slices.EqualFunc(a.Services, b.Services, func(x, y guard.Service) bool {
+		slices.EqualFunc(a.Services, b.Services, func(x, y registry.Service) bool {
 			return x.VIP == y.VIP && slices.Equal(x.Ports, y.Ports) && slices.Equal(x.Backends, y.Backends)
 		})
 }
