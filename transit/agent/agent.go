@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tencrypt/tencrypt/internal/cryptocore"
 	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/transit/guard"
@@ -77,7 +78,7 @@ type servedPod struct {
 // failure (KMS unreachable) is not, and is retried.
 type tenantKey struct {
 	blobHash [32]byte
-	key      tunnel.PresharedKey
+	key      cryptocore.Key
 	version  uint32
 	usable   bool
 	// problem says why the key is not usable.
@@ -226,7 +227,7 @@ func (a *Agent) refreshPSKLocked(ctx context.Context, tenant string, blob []byte
 		return fmt.Errorf("tenant %s: open transit key: %w", tenant, err)
 	}
 	defer dek.Zero()
-	psk, err := tunnel.PresharedKeyFromBytes(dek.Bytes())
+	psk, err := cryptocore.KeyFromBytes(dek[:])
 	if err != nil {
 		return err
 	}
@@ -334,9 +335,9 @@ func (a *Agent) servePodLocked(ctx context.Context, p registry.Pod, snap *regist
 	}
 
 	var peers []tunnel.Peer
-	var psk tunnel.PresharedKey
+	var psk *cryptocore.Key
 	if t, ok := a.psks[p.Tenant]; ok && t.usable {
-		psk = t.key
+		psk = &t.key
 		peers = peerList(p, snap)
 	}
 	sp.expectedPeers = len(gcfg.Peers)
