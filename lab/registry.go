@@ -95,13 +95,11 @@ func (r *Registry) SetTenantKey(_ context.Context, tenant string, blob []byte) e
 	})
 }
 
-// UnenrollTenant implements registry.Registry: the tenant stays in the file,
-// marked removed, so that every agent sees it and removes its guards.
+// UnenrollTenant implements registry.Registry: the tenant stays in the file
+// (or is added to it, if it vanished), marked removed, so that every agent
+// sees it and removes its guards.
 func (r *Registry) UnenrollTenant(_ context.Context, tenant string) error {
 	return r.update(func(ts *transitState) error {
-		if t, ok := ts.Tenants[tenant]; !ok || t.Removed {
-			return fmt.Errorf("%w: %q in lab %q", registry.ErrNotEnrolled, tenant, r.lab)
-		}
 		ts.Tenants[tenant] = registry.Tenant{Removed: true}
 		return nil
 	})

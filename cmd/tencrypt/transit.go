@@ -204,7 +204,8 @@ enrolled.
 
 This is the only way guards are removed. A tenant that merely disappears
 from the registry (a lost or edited entry) keeps its guards, and its traffic
-stays blocked, until it is enrolled again or unenrolled with this command.
+stays blocked, until it is enrolled again or unenrolled with this command,
+which also accepts a tenant the registry no longer lists.
 'tencrypt transit enroll' enrolls an unenrolled tenant again.`,
 		Example: `  sudo tencrypt transit unenroll blue --name lab`,
 		Args:    cobra.ExactArgs(1),

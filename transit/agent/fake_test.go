@@ -63,9 +63,6 @@ func (r *memRegistry) SetTenantKey(_ context.Context, tenant string, blob []byte
 func (r *memRegistry) UnenrollTenant(_ context.Context, tenant string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if t, ok := r.snap.Tenants[tenant]; !ok || t.Removed {
-		return registry.ErrNotEnrolled
-	}
 	r.snap.Tenants[tenant] = registry.Tenant{Removed: true}
 	return nil
 }

@@ -315,7 +315,9 @@ func TestReconcileUnenrollRemovesGuards(t *testing.T) {
 	if _, ok := w.dp.guard(nsPath("r1")); !ok {
 		t.Fatal("r1 lost its guard when red vanished")
 	}
-	w.reg.edit(func(s *registry.Snapshot) { s.Tenants["red"] = registry.Tenant{Removed: true} })
+	if err := w.reg.UnenrollTenant(t.Context(), "red"); err != nil {
+		t.Fatal(err)
+	}
 	w.rounds(1)
 	if _, ok := w.dp.guard(nsPath("r1")); ok {
 		t.Error("r1 kept its guard after red was unenrolled")

@@ -38,13 +38,14 @@ type Registry interface {
 	// operator's explicit request: the tenant stays listed, marked Removed
 	// and without its PSK, so that agents remove its pods' guards (a
 	// tenant that merely disappears keeps them). SetTenantKey enrolls it
-	// again. Unenrolling a tenant that is not enrolled returns an error
-	// wrapping ErrNotEnrolled.
+	// again. A tenant the registry does not list (one that vanished, whose
+	// pods' guards the agents keep) is recorded as unenrolled too, which
+	// releases those guards; unenrolling twice is not an error.
 	UnenrollTenant(ctx context.Context, tenant string) error
 }
 
-// ErrNotEnrolled: UnenrollTenant (or a rotation) of a tenant the registry
-// does not list as enrolled.
+// ErrNotEnrolled: an operation (a rotation) on a tenant the registry does
+// not list as enrolled.
 var ErrNotEnrolled = errors.New("tenant not enrolled in transit encryption")
 
 // PSKPurpose is the keys purpose of a tenant's transit pre-shared key.
