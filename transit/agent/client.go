@@ -30,7 +30,7 @@ func FetchStatus(ctx context.Context, c *http.Client, addr string) (Status, erro
 		return st, fmt.Errorf("GET /status: %s", resp.Status)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return st, fmt.Errorf("agent %s: read status: %w", addr, err)
+		return st, fmt.Errorf("read status: %w", err)
 	}
 	return st, nil
 }

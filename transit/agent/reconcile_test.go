@@ -255,6 +255,11 @@ func TestReconcileTenantVanishedKeepsGuards(t *testing.T) {
 	if len(st.Held) != 1 || st.Held[0].Pod != "b1" || len(st.Pods) != 1 || st.Pods[0].Pod != "r1" {
 		t.Errorf("n1 status: held %+v, pods %+v", st.Held, st.Pods)
 	}
+	rec := httptest.NewRecorder()
+	w.agents["n1"].Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), `tencrypt_transit_held_pods{tenant="blue"} 1`) {
+		t.Errorf("/metrics lacks the held pod:\n%s", rec.Body)
+	}
 	w.healthy("n1")
 	snap, _ := w.reg.Snapshot(t.Context())
 	if _, ok := snap.Keys["b1"]; ok {

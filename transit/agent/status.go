@@ -212,6 +212,7 @@ var (
 	descRx         = prometheus.NewDesc("tencrypt_transit_received_bytes_total", "Bytes received through a pod's tunnel.", []string{"pod", "tenant"}, nil)
 	descTx         = prometheus.NewDesc("tencrypt_transit_sent_bytes_total", "Bytes sent through a pod's tunnel.", []string{"pod", "tenant"}, nil)
 	descDropped    = prometheus.NewDesc("tencrypt_transit_dropped_packets_total", "Packets the guard dropped, by reason.", []string{"pod", "tenant", "reason"}, nil)
+	descHeld       = prometheus.NewDesc("tencrypt_transit_held_pods", "Pods kept guarded without a tunnel because their tenant left the registry without being unenrolled, by tenant.", []string{"tenant"}, nil)
 	descRounds     = prometheus.NewDesc("tencrypt_transit_reconcile_rounds_total", "Reconcile rounds.", nil, nil)
 	descFailures   = prometheus.NewDesc("tencrypt_transit_reconcile_failures_total", "Reconcile rounds that failed.", nil, nil)
 	descHealthy    = prometheus.NewDesc("tencrypt_transit_agent_healthy", "1 if the latest reconcile round succeeded recently.", nil, nil)
@@ -221,7 +222,7 @@ var (
 type collector struct{ a *Agent }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPods, descPeers, descHandshakes, descRx, descTx, descDropped, descRounds, descFailures, descHealthy} {
+	for _, d := range []*prometheus.Desc{descPods, descPeers, descHandshakes, descRx, descTx, descDropped, descHeld, descRounds, descFailures, descHealthy} {
 		ch <- d
 	}
 }
@@ -247,6 +248,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for t, n := range perTenant {
 		ch <- prometheus.MustNewConstMetric(descPods, prometheus.GaugeValue, float64(n), t)
+	}
+	held := map[string]int{}
+	for _, h := range st.Held {
+		held[h.Tenant]++
+	}
+	for t, n := range held {
+		ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(n), t)
 	}
 	healthy := 0.0
 	if st.Healthy {
