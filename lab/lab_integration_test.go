@@ -12,8 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/internal/testenv"
-	"github.com/tencrypt/tencrypt/transit/netns"
 )
 
 // newTestLab returns a Manager with its own state dir and a topology with a

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+
+	"github.com/tencrypt/tencrypt/transit/registry"
 )
 
 // Plan is a topology with every name and address decided: what Up builds
@@ -19,7 +21,9 @@ type Plan struct {
 	UnderlayCIDR netip.Prefix `json:"underlay_cidr"`
 	Nodes        []Node       `json:"nodes"`
 	Pods         []Pod        `json:"pods"`
-	Services     []Service    `json:"services"`
+	// Services are ClusterIP Services: each VIP:Port is balanced over that
+	// port's TargetPort on every pod of the tenant.
+	Services []registry.Service `json:"services"`
 }
 
 // Node is a node namespace: a bridge for its pods (cni0), a link to the
@@ -51,23 +55,6 @@ type Pod struct {
 	IP       netip.Addr `json:"ip"`
 	Gateway  netip.Addr `json:"gateway"`
 	HostVeth string     `json:"host_veth"`
-}
-
-// Service is a ClusterIP Service: each VIP:Port is balanced over that
-// port's TargetPort on every pod of the tenant.
-type Service struct {
-	Name     string        `json:"name"`
-	Tenant   string        `json:"tenant"`
-	VIP      netip.Addr    `json:"vip"`
-	Ports    []ServicePort `json:"ports"`
-	Backends []netip.Addr  `json:"backends"`
-}
-
-// ServicePort is one port of a Service.
-type ServicePort struct {
-	Protocol   string `json:"protocol"`
-	Port       uint16 `json:"port"`
-	TargetPort uint16 `json:"target_port"`
 }
 
 const (
@@ -182,9 +169,9 @@ func MakePlan(t *Topology) (*Plan, error) {
 				vip = next
 				taken[vip] = tn.Name + "/" + s.Name
 			}
-			svc := Service{Name: s.Name, Tenant: tn.Name, VIP: vip, Backends: tenantPods[tn.Name]}
+			svc := registry.Service{Name: s.Name, Tenant: tn.Name, VIP: vip, Backends: tenantPods[tn.Name]}
 			for _, sp := range s.Ports {
-				svc.Ports = append(svc.Ports, ServicePort{Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
+				svc.Ports = append(svc.Ports, registry.Port{Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
 			}
 			p.Services = append(p.Services, svc)
 		}

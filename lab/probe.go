@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tencrypt/tencrypt/transit/netns"
+	"github.com/tencrypt/tencrypt/internal/netns"
 )
 
 // Server answers, inside a pod, every TCP connection and UDP datagram on a

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tencrypt/tencrypt/internal/atomicfile"
-	"github.com/tencrypt/tencrypt/transit/netns"
+	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/transit/registry"
 )
 
@@ -56,13 +56,7 @@ func (r *Registry) Snapshot(context.Context) (*registry.Snapshot, error) {
 			Name: p.Name, Tenant: p.Tenant, Node: p.Node, IP: p.IP, NetNS: netns.Path(p.NetNS),
 		})
 	}
-	for _, s := range st.Plan.Services {
-		svc := registry.Service{Tenant: s.Tenant, Name: s.Name, VIP: s.VIP, Backends: s.Backends}
-		for _, sp := range s.Ports {
-			svc.Ports = append(svc.Ports, registry.Port{Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
-		}
-		snap.Services = append(snap.Services, svc)
-	}
+	snap.Services = append(snap.Services, st.Plan.Services...)
 	return snap, nil
 }
 
@@ -78,17 +72,37 @@ func (r *Registry) PublishKey(_ context.Context, k registry.PodKey) error {
 	if k.Published.IsZero() {
 		k.Published = time.Now().UTC()
 	}
-	return r.update(func(ts *transitState) { ts.Keys[k.Pod] = k })
+	return r.update(func(ts *transitState) error {
+		ts.Keys[k.Pod] = k
+		return nil
+	})
 }
 
 // WithdrawKey implements registry.Registry.
 func (r *Registry) WithdrawKey(_ context.Context, pod string) error {
-	return r.update(func(ts *transitState) { delete(ts.Keys, pod) })
+	return r.update(func(ts *transitState) error {
+		delete(ts.Keys, pod)
+		return nil
+	})
 }
 
-// SetTenantKey implements registry.Registry.
+// SetTenantKey implements registry.Registry. It also enrolls again a
+// tenant that was unenrolled.
 func (r *Registry) SetTenantKey(_ context.Context, tenant string, blob []byte) error {
-	return r.update(func(ts *transitState) { ts.Tenants[tenant] = registry.Tenant{PSK: blob} })
+	return r.update(func(ts *transitState) error {
+		ts.Tenants[tenant] = registry.Tenant{PSK: blob}
+		return nil
+	})
+}
+
+// UnenrollTenant implements registry.Registry: the tenant stays in the file
+// (or is added to it, if it vanished), marked removed, so that every agent
+// sees it and removes its guards.
+func (r *Registry) UnenrollTenant(_ context.Context, tenant string) error {
+	return r.update(func(ts *transitState) error {
+		ts.Tenants[tenant] = registry.Tenant{Removed: true}
+		return nil
+	})
 }
 
 func (r *Registry) read() (*transitState, error) {
@@ -113,8 +127,8 @@ func (r *Registry) read() (*transitState, error) {
 }
 
 // update changes the registry file under its lock (agents of several nodes
-// write it) and replaces it atomically.
-func (r *Registry) update(fn func(*transitState)) error {
+// write it) and replaces it atomically; nothing is written if fn fails.
+func (r *Registry) update(fn func(*transitState) error) error {
 	if err := os.MkdirAll(r.m.stateDir, 0o755); err != nil {
 		return err
 	}
@@ -130,7 +144,9 @@ func (r *Registry) update(fn func(*transitState)) error {
 	if err != nil {
 		return err
 	}
-	fn(ts)
+	if err := fn(ts); err != nil {
+		return err
+	}
 	data, err := json.MarshalIndent(ts, "", "  ")
 	if err != nil {
 		return err

@@ -3,6 +3,8 @@ package lab
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tencrypt/tencrypt/transit/registry"
 )
 
 // natTable is the nftables table the lab puts in every node namespace.
@@ -59,6 +61,6 @@ func serviceRules(p *Plan) string {
 }
 
 // portChain names the chain of one Service port, e.g. svc-blue-web-tcp80.
-func portChain(s Service, sp ServicePort) string {
+func portChain(s registry.Service, sp registry.Port) string {
 	return fmt.Sprintf("svc-%s-%s-%s%d", s.Tenant, s.Name, sp.Protocol, sp.Port)
 }

@@ -21,12 +21,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/internal/nettest"
 	"github.com/tencrypt/tencrypt/internal/testenv"
 	"github.com/tencrypt/tencrypt/lab"
 	"github.com/tencrypt/tencrypt/transit/agent"
 	"github.com/tencrypt/tencrypt/transit/guard"
-	"github.com/tencrypt/tencrypt/transit/netns"
 	"github.com/tencrypt/tencrypt/transit/tunnel"
 )
 
@@ -729,6 +729,114 @@ func TestTransitKeyRotationAndShredding(t *testing.T) {
 	for node := range l.agents {
 		if st, err := l.status(node); err != nil || !st.Healthy {
 			t.Errorf("agent %s unhealthy after a shred: %+v %v", node, st.LastError, err)
+		}
+	}
+}
+
+// editRegistry changes the lab's registry file under its lock, as someone
+// with write access to it (or a lost entry) would.
+func (l *transitLab) editRegistry(fn func(tenants map[string]json.RawMessage)) {
+	l.t.Helper()
+	path := filepath.Join(l.stateDir, l.name+".transit.json")
+	lf, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer lf.Close()
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		l.t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	var doc map[string]json.RawMessage
+	var tenants map[string]json.RawMessage
+	if err := json.Unmarshal(data, &doc); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := json.Unmarshal(doc["tenants"], &tenants); err != nil {
+		l.t.Fatal(err)
+	}
+	fn(tenants)
+	if doc["tenants"], err = json.Marshal(tenants); err != nil {
+		l.t.Fatal(err)
+	}
+	if data, err = json.Marshal(doc); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.WriteFile(path+".tmp", data, 0o644); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+func (l *transitLab) guardInstalled(pod string) bool {
+	l.t.Helper()
+	ok, err := guard.Installed(context.Background(), netns.Path(l.nsName(pod)))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return ok
+}
+
+func TestTransitTenantVanishedKeepsGuardsUntilUnenrolled(t *testing.T) {
+	l := newTransitLab(t)
+	// Red enrolled too, so that blue vanishing leaves the registry listing a
+	// tenant (an empty registry is refused as a whole).
+	l.run("transit", "enroll", "red", "--name", l.name, "--state-dir", l.stateDir)
+	src, dst := "blue-1a", "blue-2a"
+	blue := []string{"blue-1a", "blue-1b", "blue-2a", "blue-2b"}
+	l.editRegistry(func(tenants map[string]json.RawMessage) { delete(tenants, "blue") })
+	l.waitFor("blue's pods to lose their tunnels and be held", func() (bool, string) {
+		held := 0
+		for node := range l.agents {
+			st, err := l.status(node)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, p := range st.Pods {
+				if p.Tenant == "blue" {
+					return false, "blue pod " + p.Pod + " still served"
+				}
+			}
+			held += len(st.Held)
+		}
+		return held == len(blue), fmt.Sprintf("%d held", held)
+	})
+	for _, p := range blue {
+		if !l.guardInstalled(p) {
+			t.Errorf("pod %s lost its guard when blue vanished from the registry", p)
+		}
+	}
+	if err := nettest.SendUDP(ctxTimeout(t), l.ns(src), netip.AddrPortFrom(l.ip(dst), 9601), marker("vanished")); err == nil {
+		t.Error("a UDP send to a tenant peer succeeded after the tenant vanished; want the guard to refuse it")
+	}
+
+	// The operator's explicit unenrollment releases the guards: blue's
+	// traffic is plain again, as asked.
+	l.run("transit", "unenroll", "blue", "--name", l.name, "--state-dir", l.stateDir)
+	l.waitFor("blue's guards to be removed", func() (bool, string) {
+		for _, p := range blue {
+			if l.guardInstalled(p) {
+				return false, p + " still guarded"
+			}
+		}
+		return true, ""
+	})
+	ln := nettest.ListenUDP(t, l.ns(dst), netip.AddrPortFrom(netip.IPv4Unspecified(), 9602))
+	mk := marker("unenrolled")
+	if err := nettest.SendUDP(ctxTimeout(t), l.ns(src), netip.AddrPortFrom(l.ip(dst), 9602), mk); err != nil {
+		t.Fatal(err)
+	}
+	if err := ln.WaitFor(ctxTimeout(t), mk); err != nil {
+		t.Errorf("plain traffic after unenrollment: %v", err)
+	}
+	for node := range l.agents {
+		if st, err := l.status(node); err != nil || !st.Healthy || len(st.Held) != 0 {
+			t.Errorf("agent %s after unenrollment: %+v %v", node, st, err)
 		}
 	}
 }

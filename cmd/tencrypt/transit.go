@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -47,8 +44,8 @@ func labRegistry(labName, stateDir string, log *slog.Logger) registry.Registry {
 
 func newAgentCmd() *cobra.Command {
 	var f labFlags
-	var listen, node string
-	var interval, keyCheck time.Duration
+	var listen, node, nsDir string
+	var interval, keyCheck, counters time.Duration
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -73,7 +70,7 @@ health check on /healthz and its state as JSON on /status.
 The key backend flags are those of 'tencrypt keys' (the agent unwraps each
 tenant's transit key; every unwrap is audited).`,
 		Example: `  sudo tencrypt agent --name lab --node node1 --listen 127.0.0.1:9105 \
-      --keyring /etc/tencrypt/keyring --key-file /etc/tencrypt/admin.key`,
+      --local-path /var/lib/tencrypt/keyring --local-key-file /etc/tencrypt/admin.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireRoot("agent"); err != nil {
@@ -91,7 +88,7 @@ tenant's transit key; every unwrap is audited).`,
 			defer closeKeys()
 			a := agent.New(agent.Config{
 				Node: node, Registry: labRegistry(f.name, f.stateDir, log), Keys: env, Interval: interval,
-				KeyCheckInterval: keyCheck, Log: log,
+				KeyCheckInterval: keyCheck, CounterInterval: counters, NetNSDir: nsDir, Log: log,
 			})
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
@@ -114,6 +111,8 @@ tenant's transit key; every unwrap is audited).`,
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9105", "address for /metrics, /healthz and /status (empty: none)")
 	cmd.Flags().DurationVar(&interval, "interval", time.Second, "time between reconcile rounds")
 	cmd.Flags().DurationVar(&keyCheck, "key-check-interval", 30*time.Second, "how often to ask the key backend whether each tenant's keys still exist (a shredded tenant's tunnels stop within this)")
+	cmd.Flags().DurationVar(&counters, "counter-interval", 10*time.Second, "how often to read each guard's drop counters (one nft run per pod) for /status and /metrics")
+	cmd.Flags().StringVar(&nsDir, "netns-dir", "/run/netns", "the directory every pod namespace path in the registry must be under")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log per-pod and WireGuard detail")
 	cmd.MarkFlagRequired("node")
 	return cmd
@@ -131,7 +130,7 @@ tenant's keys therefore also stops its tunnels.`,
 	}
 	cmd.AddCommand(newTransitEnrollCmd("enroll", "Enroll a tenant: give it a transit pre-shared key"),
 		newTransitEnrollCmd("rotate", "Give an enrolled tenant a new transit pre-shared key, under its current KEK version"),
-		newTransitStatusCmd())
+		newTransitUnenrollCmd(), newTransitStatusCmd())
 	return cmd
 }
 
@@ -147,7 +146,7 @@ in the registry. Agents pick it up within a reconcile round; after a rotation
 WireGuard uses the new key from each tunnel's next handshake (within 3
 minutes), with no interruption.
 Rotate after 'tencrypt keys rotate' to move transit onto the new KEK version.`,
-		Example: `  sudo tencrypt transit ` + use + ` blue --name lab --keyring /etc/tencrypt/keyring --key-file /etc/tencrypt/admin.key`,
+		Example: `  sudo tencrypt transit ` + use + ` blue --name lab --local-path /var/lib/tencrypt/keyring --local-key-file /etc/tencrypt/admin.key`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			tenant, err := tenantArg(args)
@@ -169,6 +168,15 @@ Rotate after 'tencrypt keys rotate' to move transit onto the new KEK version.`,
 				return err
 			}
 			reg := labRegistry(f.name, f.stateDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if use == "rotate" {
+				snap, err := reg.Snapshot(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if !snap.Enrolled(tenant) {
+					return fmt.Errorf("%w: %q (use 'tencrypt transit enroll')", registry.ErrNotEnrolled, tenant)
+				}
+			}
 			if err := reg.SetTenantKey(cmd.Context(), tenant, blob); err != nil {
 				return err
 			}
@@ -179,6 +187,43 @@ Rotate after 'tencrypt keys rotate' to move transit onto the new KEK version.`,
 	}
 	f.bind(cmd)
 	bindKeysFlags(cmd)
+	cmd.Flags().Bool("json", false, "print one JSON document on stdout")
+	return cmd
+}
+
+func newTransitUnenrollCmd() *cobra.Command {
+	var f labFlags
+	cmd := &cobra.Command{
+		Use:   "unenroll TENANT",
+		Short: "Take a tenant out of transit encryption: agents close its tunnels and remove its guards",
+		Long: `Take a tenant out of transit encryption. The registry keeps the tenant,
+marked removed and without its pre-shared key; within a reconcile round
+every agent closes the tenant's tunnels and removes the guards from its pods,
+after which the tenant's pod-to-pod traffic is plain again, as before it was
+enrolled.
+
+This is the only way guards are removed. A tenant that merely disappears
+from the registry (a lost or edited entry) keeps its guards, and its traffic
+stays blocked, until it is enrolled again or unenrolled with this command,
+which also accepts a tenant the registry no longer lists.
+'tencrypt transit enroll' enrolls an unenrolled tenant again.`,
+		Example: `  sudo tencrypt transit unenroll blue --name lab`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tenant, err := tenantArg(args)
+			if err != nil {
+				return usageError{err}
+			}
+			reg := labRegistry(f.name, f.stateDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err := reg.UnenrollTenant(cmd.Context(), tenant); err != nil {
+				return err
+			}
+			return report(cmd, map[string]any{"tenant": tenant, "unenrolled": true}, func(w io.Writer) {
+				fmt.Fprintf(w, "tenant %s: unenrolled; agents remove its tunnels and guards within a round\n", tenant)
+			})
+		},
+	}
+	f.bind(cmd)
 	cmd.Flags().Bool("json", false, "print one JSON document on stdout")
 	return cmd
 }
@@ -202,7 +247,7 @@ asked (for up to a reconcile round after an agent restart).`,
 			client := &http.Client{Timeout: 10 * time.Second}
 			deadline := time.Now().Add(wait)
 			for {
-				all, err := collectStatus(cmd.Context(), client, agents, wait > 0)
+				all, err := agent.CollectStatus(cmd.Context(), client, agents, wait > 0)
 				if err == nil || time.Now().After(deadline) || cmd.Context().Err() != nil {
 					if perr := printStatus(cmd.OutOrStdout(), all, asJSON); perr != nil {
 						return perr
@@ -219,30 +264,6 @@ asked (for up to a reconcile round after an agent restart).`,
 	return cmd
 }
 
-// collectStatus asks every agent; the error lists the unreachable and
-// unhealthy ones, and, if requireReady, the pods that are not ready.
-func collectStatus(ctx context.Context, client *http.Client, agents []string, requireReady bool) ([]agent.Status, error) {
-	var all []agent.Status
-	var errs []error
-	for _, a := range agents {
-		st, err := fetchStatus(ctx, client, a)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("agent %s: %w", a, err))
-			continue
-		}
-		if !st.Healthy {
-			errs = append(errs, fmt.Errorf("agent %s (node %s) is unhealthy: %s", a, st.Node, st.LastError))
-		}
-		all = append(all, st)
-	}
-	if requireReady {
-		for _, p := range agent.MeshProblems(all) {
-			errs = append(errs, errors.New(p))
-		}
-	}
-	return all, errors.Join(errs...)
-}
-
 func printStatus(w io.Writer, all []agent.Status, asJSON bool) error {
 	if asJSON {
 		if all == nil {
@@ -252,27 +273,6 @@ func printStatus(w io.Writer, all []agent.Status, asJSON bool) error {
 	}
 	printTransitStatus(w, all)
 	return nil
-}
-
-func fetchStatus(ctx context.Context, c *http.Client, addr string) (agent.Status, error) {
-	var st agent.Status
-	url := addr
-	if !strings.Contains(url, "://") {
-		url = "http://" + url
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/status", nil)
-	if err != nil {
-		return st, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return st, fmt.Errorf("%w (is 'tencrypt agent' running with --listen %s?)", err, addr)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET /status: %s", resp.Status)
-	}
-	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
 func printTransitStatus(w io.Writer, all []agent.Status) {
@@ -293,6 +293,9 @@ func printTransitStatus(w io.Writer, all []agent.Status) {
 			default:
 				fmt.Fprintf(tw, "tenant %s: NO USABLE TRANSIT KEY: %s\n", t.Tenant, t.Problem)
 			}
+		}
+		for _, h := range st.Held {
+			fmt.Fprintf(tw, "pod %s (tenant %s): HELD, no tunnel, guard kept: %s\n", h.Pod, h.Tenant, h.Reason)
 		}
 		fmt.Fprintln(tw, "POD\tTENANT\tIP\tTUNNEL\tPEERS\tHANDSHAKEN\tRX\tTX\tDROPPED IN\tDROPPED OUT")
 		for _, p := range st.Pods {

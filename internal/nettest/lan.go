@@ -20,8 +20,8 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
+	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/internal/testenv"
-	"github.com/tencrypt/tencrypt/transit/netns"
 )
 
 // LAN prefix and gateway. Every LAN lives in its own namespaces, so LANs of

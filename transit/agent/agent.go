@@ -8,7 +8,13 @@
 // and moves the node towards it, so a missed change, an agent restart or a
 // half-finished round is repaired by the next round. The guard is installed
 // before a tunnel and left in place when a tunnel goes (agent stop, crash,
-// tenant key shredded), so a pod's tenant traffic fails closed.
+// tenant key shredded, tenant gone from the registry), so a pod's tenant
+// traffic fails closed. Only an explicit unenrollment (the registry marks
+// the tenant removed) takes guards away.
+//
+// The registry is an input, not a trusted party: its namespace paths are
+// opened only beneath the configured directory (DataPlane), and a tenant or
+// pod that vanishes from it loses its tunnels but keeps its guards.
 package agent
 
 import (
@@ -21,11 +27,12 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/tencrypt/tencrypt/internal/cryptocore"
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/transit/guard"
-	"github.com/tencrypt/tencrypt/transit/netns"
 	"github.com/tencrypt/tencrypt/transit/registry"
 	"github.com/tencrypt/tencrypt/transit/tunnel"
 )
@@ -37,38 +44,72 @@ type Config struct {
 	Registry registry.Registry
 	// Keys opens tenants' wrapped pre-shared keys; every unwrap is audited.
 	Keys *keys.Envelope
+	// DataPlane acts on the pods; nil means NewDataPlane(NetNSDir).
+	DataPlane DataPlane
+	// NetNSDir is the directory every pod namespace path must be under;
+	// empty means /run/netns. Used only when DataPlane is nil.
+	NetNSDir string
 	// Interval between reconciliation rounds; 0 means one second.
 	Interval time.Duration
 	// KeyCheckInterval is how often the agent asks the key backend whether
 	// each tenant still has its keys, so that a shredded tenant's tunnels
 	// stop without waiting for a restart; 0 means 30 seconds.
 	KeyCheckInterval time.Duration
-	Log              *slog.Logger
+	// CounterInterval is how often a round reads each guard's drop counters
+	// (one nft run per pod); 0 means 10 seconds. Status and metrics serve
+	// the last values read, never run nft themselves.
+	CounterInterval time.Duration
+	Log             *slog.Logger
 }
 
 // Agent serves the enrolled pods of one node.
+//
+// Locking: mu is held through a whole round (registry, KMS and nft calls,
+// up to roundTimeout). The HTTP handlers never take it: they read status,
+// which each round replaces when it ends.
 type Agent struct {
 	cfg Config
 	log *slog.Logger
+	dp  DataPlane
 
-	mu   sync.Mutex // guards everything below
+	mu   sync.Mutex // guards everything below it, held through a round
 	pods map[string]*servedPod
 	psks map[string]*tenantKey
+	// held are pods whose tenant left the registry (or was shredded from
+	// it) without being unenrolled: tunnel closed, key withdrawn, guard
+	// kept. An unenrollment of that tenant removes their guards.
+	held map[string]heldPod
+	// unguarded are pods of unenrolled tenants whose guard this agent
+	// removed, by name, with their namespace ID: removed once, not every
+	// round.
+	unguarded map[string]uint64
 	// lastRound and lastErr say how the latest round went (health).
 	lastRound time.Time
 	lastErr   error
 	rounds    uint64
 	failures  uint64
+
+	status atomic.Pointer[Status]
 }
 
 type servedPod struct {
 	pod   registry.Pod
 	nsID  uint64
-	tun   *tunnel.Tunnel
+	tun   Tunnel
 	guard guard.Config
 	// expectedPeers is how many other pods the tenant has; the pod is
 	// ready when its tunnel has a peer for each.
 	expectedPeers int
+	// counters are the guard's drop counters as last read, at countersAt;
+	// countersErr says why the last read failed.
+	counters    guard.Counters
+	countersAt  time.Time
+	countersErr string
+}
+
+type heldPod struct {
+	pod    registry.Pod
+	reason string
 }
 
 // tenantKey is what the agent knows of a tenant's transit key. A key that
@@ -77,7 +118,7 @@ type servedPod struct {
 // failure (KMS unreachable) is not, and is retried.
 type tenantKey struct {
 	blobHash [32]byte
-	key      tunnel.PresharedKey
+	key      cryptocore.Key
 	version  uint32
 	usable   bool
 	// problem says why the key is not usable.
@@ -96,12 +137,23 @@ func New(cfg Config) *Agent {
 	if cfg.KeyCheckInterval == 0 {
 		cfg.KeyCheckInterval = 30 * time.Second
 	}
-	return &Agent{
-		cfg:  cfg,
-		log:  cfg.Log.With("node", cfg.Node),
-		pods: map[string]*servedPod{},
-		psks: map[string]*tenantKey{},
+	if cfg.CounterInterval == 0 {
+		cfg.CounterInterval = 10 * time.Second
 	}
+	if cfg.DataPlane == nil {
+		cfg.DataPlane = NewDataPlane(cfg.NetNSDir)
+	}
+	a := &Agent{
+		cfg:       cfg,
+		log:       cfg.Log.With("node", cfg.Node),
+		dp:        cfg.DataPlane,
+		pods:      map[string]*servedPod{},
+		psks:      map[string]*tenantKey{},
+		held:      map[string]heldPod{},
+		unguarded: map[string]uint64{},
+	}
+	a.publishLocked()
+	return a
 }
 
 // Run reconciles until ctx is cancelled, then closes the tunnels it made and
@@ -122,15 +174,18 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // roundTimeout bounds one reconcile round, so that a hung KMS call or nft
-// run cannot stall the node's agent (and its health answers) for good.
+// run cannot stall the node's agent for good.
 const roundTimeout = 30 * time.Second
 
+// round runs Reconcile, reads the counters that are due and publishes the
+// status the handlers serve.
 func (a *Agent) round(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(ctx, roundTimeout)
+	defer cancel()
 	err := a.Reconcile(rctx)
-	cancel()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.readCountersLocked(rctx)
 	a.rounds++
 	a.lastRound = time.Now()
 	if err != nil && ctx.Err() == nil {
@@ -142,6 +197,30 @@ func (a *Agent) round(ctx context.Context) {
 		a.log.Info("reconcile recovered")
 	}
 	a.lastErr = err
+	a.publishLocked()
+}
+
+// readCountersLocked reads the guard counters of the pods whose last read
+// is older than CounterInterval. A guard found missing is applied again by
+// the next round.
+func (a *Agent) readCountersLocked(ctx context.Context) {
+	for _, sp := range a.pods {
+		if time.Since(sp.countersAt) < a.cfg.CounterInterval || ctx.Err() != nil {
+			continue
+		}
+		c, err := a.dp.GuardCounters(ctx, sp.pod.NetNS)
+		sp.countersAt = time.Now()
+		if err != nil {
+			sp.countersErr = err.Error()
+			if errors.Is(err, guard.ErrNotInstalled) {
+				a.log.Warn("guard missing from a served pod; applying it again", "pod", sp.pod.Name)
+				sp.guard = guard.Config{}
+				sp.countersAt = time.Time{}
+			}
+			continue
+		}
+		sp.counters, sp.countersErr = c, ""
+	}
 }
 
 // Reconcile runs one round. Errors for one pod do not stop the others; the
@@ -154,40 +233,43 @@ func (a *Agent) Reconcile(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
-	// Tenants leave transit one at a time. A registry that suddenly lists
-	// none while this agent serves some (a lost or emptied registry file)
-	// would otherwise make the agent remove every guard and send every
-	// tenant's traffic in clear: refuse, and keep the node as it is.
+	// A registry that suddenly lists no tenant at all while this agent
+	// serves pods is most likely lost or emptied by accident: keep the node
+	// exactly as it is (guards and tunnels) and report unhealthy, rather
+	// than cut every tenant's traffic. One tenant vanishing is handled per
+	// tenant below (tunnels go, guards stay).
 	if len(snap.Tenants) == 0 && len(a.pods) > 0 {
 		return fmt.Errorf("the registry lists no enrolled tenant while %d pods are served; keeping their guards and tunnels (fail closed) until the registry is repaired", len(a.pods))
 	}
 
 	var errs []error
 	for tenant, t := range snap.Tenants {
+		if t.Removed {
+			continue
+		}
 		if err := a.refreshPSKLocked(ctx, tenant, t.PSK); err != nil {
 			errs = append(errs, err)
 		}
 		a.checkTenantLocked(ctx, tenant)
 	}
 	for tenant := range a.psks {
-		if _, ok := snap.Tenants[tenant]; !ok {
+		if !snap.Enrolled(tenant) {
 			a.dropPSKLocked(tenant)
 		}
 	}
 
 	desired := map[string]registry.Pod{}
 	for _, p := range snap.Pods {
-		if p.Node == a.cfg.Node {
-			if _, enrolled := snap.Tenants[p.Tenant]; enrolled {
-				desired[p.Name] = p
-			}
+		if p.Node == a.cfg.Node && snap.Enrolled(p.Tenant) {
+			desired[p.Name] = p
 		}
 	}
 	for name, sp := range a.pods {
 		if _, ok := desired[name]; !ok {
-			errs = append(errs, a.unservePodLocked(ctx, sp, podExists(snap, name)))
+			errs = append(errs, a.unservePodLocked(ctx, sp, snap))
 		}
 	}
+	errs = append(errs, a.unguardLocked(ctx, snap, desired))
 	for _, p := range sortedPods(desired) {
 		if err := a.servePodLocked(ctx, p, snap); err != nil {
 			errs = append(errs, fmt.Errorf("pod %s: %w", p.Name, err))
@@ -226,7 +308,7 @@ func (a *Agent) refreshPSKLocked(ctx context.Context, tenant string, blob []byte
 		return fmt.Errorf("tenant %s: open transit key: %w", tenant, err)
 	}
 	defer dek.Zero()
-	psk, err := tunnel.PresharedKeyFromBytes(dek.Bytes())
+	psk, err := cryptocore.KeyFromBytes(dek[:])
 	if err != nil {
 		return err
 	}
@@ -290,14 +372,15 @@ func (a *Agent) dropPSKLocked(tenant string) {
 // servePodLocked brings one pod to its desired state: guard, then tunnel,
 // then published key, then peers.
 func (a *Agent) servePodLocked(ctx context.Context, p registry.Pod, snap *registry.Snapshot) error {
-	id, err := namespaceID(p.NetNS)
+	id, err := a.dp.NamespaceID(p.NetNS)
 	if err != nil {
 		return err
 	}
 	sp := a.pods[p.Name]
-	if sp != nil && (sp.nsID != id || sp.pod.IP != p.IP) {
-		// The pod was re-created: its old tunnel serves a namespace that is
-		// gone. Start over with a new key.
+	if sp != nil && (sp.nsID != id || sp.pod.IP != p.IP || sp.pod.Tenant != p.Tenant) {
+		// The pod was re-created (or moved to another tenant): its old
+		// tunnel serves a namespace that is gone. Start over with a new key;
+		// the guard below is replaced, never removed.
 		a.log.Info("pod was re-created; replacing its tunnel", "pod", p.Name)
 		sp.tun.Close()
 		delete(a.pods, p.Name)
@@ -307,10 +390,12 @@ func (a *Agent) servePodLocked(ctx context.Context, p registry.Pod, snap *regist
 	if sp == nil {
 		// Guard first: from here on, plaintext to or from tenant peers is
 		// dropped whatever happens to the tunnel.
-		if err := guard.Apply(ctx, p.NetNS, gcfg); err != nil {
+		if err := a.dp.ApplyGuard(ctx, p.NetNS, gcfg); err != nil {
 			return fmt.Errorf("install guard: %w", err)
 		}
-		tun, err := tunnel.New(ctx, p.NetNS, p.IP, a.log.With("pod", p.Name))
+		delete(a.held, p.Name)
+		delete(a.unguarded, p.Name)
+		tun, err := a.dp.NewTunnel(ctx, p.NetNS, p.IP, a.log.With("pod", p.Name))
 		if err != nil {
 			return err
 		}
@@ -318,11 +403,12 @@ func (a *Agent) servePodLocked(ctx context.Context, p registry.Pod, snap *regist
 		a.pods[p.Name] = sp
 		a.log.Info("serving pod", "pod", p.Name, "tenant", p.Tenant, "ip", p.IP, "public_key", tun.PublicKey().Short())
 	} else if !guardEqual(sp.guard, gcfg) {
-		if err := guard.Apply(ctx, p.NetNS, gcfg); err != nil {
+		if err := a.dp.ApplyGuard(ctx, p.NetNS, gcfg); err != nil {
 			return fmt.Errorf("update guard: %w", err)
 		}
 		sp.guard = gcfg
 	}
+	sp.pod = p
 
 	pub := sp.tun.PublicKey().String()
 	if k, ok := snap.Keys[p.Name]; !ok || k.PublicKey != pub || k.Node != a.cfg.Node {
@@ -334,31 +420,98 @@ func (a *Agent) servePodLocked(ctx context.Context, p registry.Pod, snap *regist
 	}
 
 	var peers []tunnel.Peer
-	var psk tunnel.PresharedKey
+	var psk *cryptocore.Key
 	if t, ok := a.psks[p.Tenant]; ok && t.usable {
-		psk = t.key
+		psk = &t.key
 		peers = peerList(p, snap)
 	}
 	sp.expectedPeers = len(gcfg.Peers)
 	return sp.tun.SetPeers(peers, psk)
 }
 
-// unservePodLocked stops serving a pod. If the pod still exists its tenant
-// was unenrolled: the guard goes too, and the pod's traffic is plain again,
-// as asked. If the pod is gone there is nothing left to clean in it.
-func (a *Agent) unservePodLocked(ctx context.Context, sp *servedPod, stillExists bool) error {
+// unservePodLocked stops serving a pod: its tunnel closes and its key is
+// withdrawn. The guard goes only if the pod still exists and the tenant it
+// was served for has been unenrolled; a pod whose tenant merely vanished
+// from the registry (or that moved to a tenant not enrolled) keeps its guard
+// and is held, and a pod gone from the registry has nothing left to clean.
+func (a *Agent) unservePodLocked(ctx context.Context, sp *servedPod, snap *registry.Snapshot) error {
 	sp.tun.Close()
 	delete(a.pods, sp.pod.Name)
 	var errs []error
 	if err := a.cfg.Registry.WithdrawKey(ctx, sp.pod.Name); err != nil {
 		errs = append(errs, err)
 	}
-	if stillExists {
-		if err := guard.Remove(ctx, sp.pod.NetNS); err != nil && !errors.Is(err, guard.ErrNotInstalled) {
+	_, exists := podByName(snap, sp.pod.Name)
+	switch {
+	case !exists:
+		a.log.Info("stopped serving pod: gone from the registry", "pod", sp.pod.Name)
+	case snap.Unenrolled(sp.pod.Tenant):
+		if err := a.dp.RemoveGuard(ctx, sp.pod.NetNS); err != nil {
 			errs = append(errs, fmt.Errorf("pod %s: remove guard: %w", sp.pod.Name, err))
+			// Hold it: the next round tries the removal again.
+			a.held[sp.pod.Name] = heldPod{pod: sp.pod, reason: "guard removal failed"}
+		} else {
+			a.unguarded[sp.pod.Name] = sp.nsID
+			a.log.Info("stopped serving pod: tenant unenrolled, guard removed", "pod", sp.pod.Name, "tenant", sp.pod.Tenant)
+		}
+	default:
+		a.held[sp.pod.Name] = heldPod{pod: sp.pod, reason: "tenant not enrolled in the registry and not unenrolled"}
+		a.log.Warn("tenant left the registry without 'tencrypt transit unenroll': its pod keeps its guard, its traffic to tenant peers is dropped",
+			"pod", sp.pod.Name, "tenant", sp.pod.Tenant)
+	}
+	return errors.Join(errs...)
+}
+
+// unguardLocked removes guards that an unenrollment releases: those of held
+// pods whose tenant is now unenrolled, and, once per namespace, those of
+// this node's pods of unenrolled tenants that this agent did not serve (it
+// was down when the tenant was unenrolled). Held pods that are gone from
+// the registry, or served again, are forgotten.
+func (a *Agent) unguardLocked(ctx context.Context, snap *registry.Snapshot, desired map[string]registry.Pod) error {
+	var errs []error
+	remove := func(p registry.Pod, tenant string) {
+		id, err := a.dp.NamespaceID(p.NetNS)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pod %s: %w", p.Name, err))
+			return
+		}
+		if done, ok := a.unguarded[p.Name]; ok && done == id {
+			delete(a.held, p.Name)
+			return
+		}
+		if err := a.dp.RemoveGuard(ctx, p.NetNS); err != nil {
+			errs = append(errs, fmt.Errorf("pod %s: remove guard: %w", p.Name, err))
+			return
+		}
+		delete(a.held, p.Name)
+		a.unguarded[p.Name] = id
+		a.log.Info("tenant unenrolled: guard removed", "pod", p.Name, "tenant", tenant)
+	}
+	for name, h := range a.held {
+		cur, exists := podByName(snap, name)
+		switch {
+		case !exists:
+			delete(a.held, name)
+		case isDesired(desired, name):
+			// Served again below (guard re-applied).
+		case snap.Unenrolled(h.pod.Tenant):
+			remove(cur, h.pod.Tenant)
 		}
 	}
-	a.log.Info("stopped serving pod", "pod", sp.pod.Name, "pod_exists", stillExists)
+	for name := range a.unguarded {
+		if _, exists := podByName(snap, name); !exists {
+			delete(a.unguarded, name)
+		}
+	}
+	for _, p := range snap.Pods {
+		if p.Node != a.cfg.Node || !snap.Unenrolled(p.Tenant) || a.pods[p.Name] != nil {
+			continue
+		}
+		if _, isHeld := a.held[p.Name]; isHeld {
+			continue
+		}
+		remove(p, p.Tenant)
+	}
 	return errors.Join(errs...)
 }
 
@@ -378,6 +531,7 @@ func (a *Agent) shutdown() {
 	}
 	a.log.Info("agent stopped; guards stay in the pods (tenant traffic fails closed until an agent is back)", "pods", len(a.pods))
 	a.pods = map[string]*servedPod{}
+	a.publishLocked()
 }
 
 // guardConfig is the guard a pod needs: every other pod of its tenant is a
@@ -401,14 +555,11 @@ func guardConfig(p registry.Pod, snap *registry.Snapshot) guard.Config {
 		tenantIPs[ip] = true
 	}
 	for _, s := range snap.TenantServices(p.Tenant) {
-		gs := guard.Service{VIP: s.VIP}
+		gs := registry.Service{Tenant: s.Tenant, Name: s.Name, VIP: s.VIP, Ports: slices.Clone(s.Ports)}
 		for _, be := range s.Backends {
 			if tenantIPs[be] {
 				gs.Backends = append(gs.Backends, be)
 			}
-		}
-		for _, sp := range s.Ports {
-			gs.Ports = append(gs.Ports, guard.Port{Protocol: sp.Protocol, Port: sp.Port, TargetPort: sp.TargetPort})
 		}
 		c.Services = append(c.Services, gs)
 	}
@@ -418,7 +569,7 @@ func guardConfig(p registry.Pod, snap *registry.Snapshot) guard.Config {
 func guardEqual(a, b guard.Config) bool {
 	return a.TunnelIf == b.TunnelIf && a.ListenPort == b.ListenPort && a.FwMark == b.FwMark && a.Self == b.Self &&
 		slices.Equal(a.Peers, b.Peers) &&
-		slices.EqualFunc(a.Services, b.Services, func(x, y guard.Service) bool {
+		slices.EqualFunc(a.Services, b.Services, func(x, y registry.Service) bool {
 			return x.VIP == y.VIP && slices.Equal(x.Ports, y.Ports) && slices.Equal(x.Backends, y.Backends)
 		})
 }
@@ -444,8 +595,17 @@ func peerList(p registry.Pod, snap *registry.Snapshot) []tunnel.Peer {
 	return peers
 }
 
-func podExists(snap *registry.Snapshot, name string) bool {
-	return slices.ContainsFunc(snap.Pods, func(p registry.Pod) bool { return p.Name == name })
+func isDesired(desired map[string]registry.Pod, name string) bool {
+	_, ok := desired[name]
+	return ok
+}
+
+func podByName(snap *registry.Snapshot, name string) (registry.Pod, bool) {
+	i := slices.IndexFunc(snap.Pods, func(p registry.Pod) bool { return p.Name == name })
+	if i < 0 {
+		return registry.Pod{}, false
+	}
+	return snap.Pods[i], true
 }
 
 func sortedPods(m map[string]registry.Pod) []registry.Pod {
@@ -455,13 +615,4 @@ func sortedPods(m map[string]registry.Pod) []registry.Pod {
 	}
 	slices.SortFunc(out, func(x, y registry.Pod) int { return cmp.Compare(x.Name, y.Name) })
 	return out
-}
-
-func namespaceID(path string) (uint64, error) {
-	h, err := netns.OpenPath(path)
-	if err != nil {
-		return 0, err
-	}
-	defer h.Close()
-	return h.ID()
 }

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -27,6 +26,17 @@ type Status struct {
 	Failures  uint64         `json:"failed_rounds"`
 	Tenants   []TenantStatus `json:"tenants"`
 	Pods      []PodStatus    `json:"pods"`
+	// Held are pods whose tenant left the registry without being
+	// unenrolled: no tunnel, guard kept (their tenant traffic is dropped)
+	// until the tenant is enrolled again or unenrolled.
+	Held []HeldPod `json:"held,omitempty"`
+}
+
+// HeldPod is a pod the agent keeps guarded without serving it.
+type HeldPod struct {
+	Pod    string `json:"pod"`
+	Tenant string `json:"tenant"`
+	Reason string `json:"reason"`
 }
 
 // TenantStatus is an enrolled tenant as this agent sees it.
@@ -57,9 +67,11 @@ type PodStatus struct {
 	ExpectedPeers int  `json:"expected_peers"`
 	Ready         bool `json:"ready"`
 	// Dropped are the guard's counters: plaintext or forged packets from or
-	// to tenant peers that it stopped.
-	Dropped    guard.Counters `json:"dropped"`
-	GuardError string         `json:"guard_error,omitempty"`
+	// to tenant peers that it stopped, as read at CountersRead (the agent
+	// reads them every --counter-interval, not per request).
+	Dropped      guard.Counters `json:"dropped"`
+	CountersRead time.Time      `json:"counters_read,omitzero"`
+	GuardError   string         `json:"guard_error,omitempty"`
 }
 
 // Totals sums the pod's tunnel counters over its peers: bytes received and
@@ -119,72 +131,67 @@ func MeshProblems(statuses []Status) []string {
 // before the agent reports itself unhealthy.
 const healthyAfter = 3
 
-// Status reports the agent's state. It reads the devices and the guards, so
-// it costs a little: call it per scrape or request, not per packet.
-func (a *Agent) Status(ctx context.Context) Status {
-	a.mu.Lock()
-	st := Status{
-		Node:      a.cfg.Node,
-		LastRound: a.lastRound,
-		Rounds:    a.rounds,
-		Failures:  a.failures,
-		Healthy:   a.lastErr == nil && !a.lastRound.IsZero() && time.Since(a.lastRound) < healthyAfter*a.cfg.Interval,
-	}
+// Status reports the agent's state as of its latest round. It takes no
+// lock and runs nothing: a round publishes what it found (tunnel statistics
+// each round, guard counters every CounterInterval), so health and status
+// answer at once even while a round waits on the KMS or nft.
+func (a *Agent) Status() Status {
+	st := *a.status.Load()
+	st.Healthy = st.LastError == "" && !st.LastRound.IsZero() && time.Since(st.LastRound) < healthyAfter*a.cfg.Interval
+	return st
+}
+
+// publishLocked replaces the status the handlers serve with the agent's
+// state now. It reads the tunnels' statistics (in-process, cheap).
+func (a *Agent) publishLocked() {
+	st := &Status{Node: a.cfg.Node, LastRound: a.lastRound, Rounds: a.rounds, Failures: a.failures,
+		Tenants: []TenantStatus{}, Pods: []PodStatus{}}
 	if a.lastErr != nil {
 		st.LastError = a.lastErr.Error()
 	}
 	for t, k := range a.psks {
 		st.Tenants = append(st.Tenants, TenantStatus{Tenant: t, Usable: k.usable, KEKVersion: k.version, CurrentKEKVersion: k.kekCurrent, Problem: k.problem})
 	}
-	type served struct {
-		sp  servedPod
-		tun *tunnel.Tunnel
-	}
-	var pods []served
 	for _, sp := range a.pods {
-		pods = append(pods, served{*sp, sp.tun})
-	}
-	a.mu.Unlock()
-
-	for _, p := range pods {
 		ps := PodStatus{
-			Pod: p.sp.pod.Name, Tenant: p.sp.pod.Tenant, IP: p.sp.pod.IP,
-			PublicKey: p.tun.PublicKey().String(), TunnelMTU: p.tun.MTU(), ExpectedPeers: p.sp.expectedPeers,
+			Pod: sp.pod.Name, Tenant: sp.pod.Tenant, IP: sp.pod.IP,
+			PublicKey: sp.tun.PublicKey().String(), TunnelMTU: sp.tun.MTU(), ExpectedPeers: sp.expectedPeers,
+			Dropped: sp.counters, CountersRead: sp.countersAt, GuardError: sp.countersErr,
 		}
-		if peers, err := p.tun.Stats(); err == nil {
+		if peers, err := sp.tun.Stats(); err == nil {
 			ps.TunnelUp, ps.Peers = true, peers
 			ps.Ready = len(peers) == ps.ExpectedPeers
 		}
-		if c, err := guard.ReadCounters(ctx, p.sp.pod.NetNS); err == nil {
-			ps.Dropped = c
-		} else {
-			ps.GuardError = err.Error()
-		}
 		st.Pods = append(st.Pods, ps)
+	}
+	for _, h := range a.held {
+		st.Held = append(st.Held, HeldPod{Pod: h.pod.Name, Tenant: h.pod.Tenant, Reason: h.reason})
 	}
 	slices.SortFunc(st.Tenants, func(x, y TenantStatus) int { return cmp.Compare(x.Tenant, y.Tenant) })
 	slices.SortFunc(st.Pods, func(x, y PodStatus) int { return cmp.Compare(x.Pod, y.Pod) })
-	return st
+	slices.SortFunc(st.Held, func(x, y HeldPod) int { return cmp.Compare(x.Pod, y.Pod) })
+	a.status.Store(st)
 }
 
 // Handler serves /metrics (Prometheus), /healthz (200 or 503) and /status
-// (JSON).
+// (JSON), all from the status the latest round published: no request runs
+// nft, calls the KMS or waits for a round. They have no authentication:
+// bind them to loopback or a node-local address (docs/TRANSIT.md says what
+// they reveal).
 func (a *Agent) Handler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{a})
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		a.mu.Lock()
-		ok := a.lastErr == nil && !a.lastRound.IsZero() && time.Since(a.lastRound) < healthyAfter*a.cfg.Interval
+		st := a.Status()
 		msg := "ok\n"
-		if a.lastErr != nil {
-			msg = a.lastErr.Error() + "\n"
-		} else if !ok {
+		if st.LastError != "" {
+			msg = st.LastError + "\n"
+		} else if !st.Healthy {
 			msg = "no successful reconcile round recently\n"
 		}
-		a.mu.Unlock()
-		if !ok {
+		if !st.Healthy {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 		w.Write([]byte(msg))
@@ -193,7 +200,7 @@ func (a *Agent) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(a.Status(r.Context()))
+		enc.Encode(a.Status())
 	})
 	return mux
 }
@@ -205,25 +212,23 @@ var (
 	descRx         = prometheus.NewDesc("tencrypt_transit_received_bytes_total", "Bytes received through a pod's tunnel.", []string{"pod", "tenant"}, nil)
 	descTx         = prometheus.NewDesc("tencrypt_transit_sent_bytes_total", "Bytes sent through a pod's tunnel.", []string{"pod", "tenant"}, nil)
 	descDropped    = prometheus.NewDesc("tencrypt_transit_dropped_packets_total", "Packets the guard dropped, by reason.", []string{"pod", "tenant", "reason"}, nil)
+	descHeld       = prometheus.NewDesc("tencrypt_transit_held_pods", "Pods kept guarded without a tunnel because their tenant left the registry without being unenrolled, by tenant.", []string{"tenant"}, nil)
 	descRounds     = prometheus.NewDesc("tencrypt_transit_reconcile_rounds_total", "Reconcile rounds.", nil, nil)
 	descFailures   = prometheus.NewDesc("tencrypt_transit_reconcile_failures_total", "Reconcile rounds that failed.", nil, nil)
 	descHealthy    = prometheus.NewDesc("tencrypt_transit_agent_healthy", "1 if the latest reconcile round succeeded recently.", nil, nil)
 )
 
-// collector turns Status into metrics at scrape time, so the numbers come
-// from the devices and guards themselves.
+// collector turns the published Status into metrics at scrape time.
 type collector struct{ a *Agent }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPods, descPeers, descHandshakes, descRx, descTx, descDropped, descRounds, descFailures, descHealthy} {
+	for _, d := range []*prometheus.Desc{descPods, descPeers, descHandshakes, descRx, descTx, descDropped, descHeld, descRounds, descFailures, descHealthy} {
 		ch <- d
 	}
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st := c.a.Status(ctx)
+	st := c.a.Status()
 	perTenant := map[string]int{}
 	for _, p := range st.Pods {
 		perTenant[p.Tenant]++
@@ -243,6 +248,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for t, n := range perTenant {
 		ch <- prometheus.MustNewConstMetric(descPods, prometheus.GaugeValue, float64(n), t)
+	}
+	held := map[string]int{}
+	for _, h := range st.Held {
+		held[h.Tenant]++
+	}
+	for t, n := range held {
+		ch <- prometheus.MustNewConstMetric(descHeld, prometheus.GaugeValue, float64(n), t)
 	}
 	healthy := 0.0
 	if st.Healthy {

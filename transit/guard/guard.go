@@ -35,6 +35,8 @@ package guard
 import (
 	"errors"
 	"net/netip"
+
+	"github.com/tencrypt/tencrypt/transit/registry"
 )
 
 // Table is the name of the guard's nftables table (family inet) in each
@@ -80,25 +82,12 @@ type Config struct {
 	Self netip.Addr
 	// Peers are the tenant's other pod IPs.
 	Peers []netip.Addr
-	// Services are the tenant's Services. A VIP must not also be a peer.
-	Services []Service
-}
-
-// Service is one tenant Service VIP. A Service with no Backends keeps its VIP
-// in the guard's set: packets to it are dropped and counted (vip-out), never
-// sent out in plaintext.
-type Service struct {
-	VIP      netip.Addr
-	Ports    []Port
-	Backends []netip.Addr
-}
-
-// Port is one Service port. TargetPort 0 means the same as Port, as in
-// Kubernetes.
-type Port struct {
-	Protocol   string // "tcp" or "udp"
-	Port       uint16
-	TargetPort uint16
+	// Services are the tenant's Services (Tenant and Name are not used). A
+	// VIP must not also be a peer. A Service with no Backends keeps its VIP
+	// in the guard's set: packets to it are dropped and counted (vip-out),
+	// never sent out in plaintext. A port's TargetPort 0 means the same as
+	// its Port, as in Kubernetes.
+	Services []registry.Service
 }
 
 // Counters are the guard's drop counters since the table was created. They

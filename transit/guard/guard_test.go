@@ -19,9 +19,10 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/internal/nettest"
 	"github.com/tencrypt/tencrypt/internal/testenv"
-	"github.com/tencrypt/tencrypt/transit/netns"
+	"github.com/tencrypt/tencrypt/transit/registry"
 )
 
 // The values the agent uses.
@@ -114,7 +115,7 @@ func TestApplyRemoveInstalled(t *testing.T) {
 	}
 	self := netip.MustParseAddr("10.77.0.10")
 	cfg := podConfig(self, netip.MustParseAddr("10.77.0.11"), netip.MustParseAddr("10.77.0.12"))
-	cfg.Services = []Service{{VIP: netip.MustParseAddr("10.96.0.10"), Ports: []Port{{"tcp", 80, 8080}},
+	cfg.Services = []registry.Service{{VIP: netip.MustParseAddr("10.96.0.10"), Ports: []registry.Port{{Protocol: "tcp", Port: 80, TargetPort: 8080}},
 		Backends: []netip.Addr{netip.MustParseAddr("10.77.0.11")}}}
 	mustApply(t, ctx, pod.Path, cfg)
 	if ok, err := Installed(ctx, pod.Path); err != nil || !ok {
@@ -203,9 +204,9 @@ func TestRenderedConfigsLoad(t *testing.T) {
 		many.Peers = append(many.Peers, netip.AddrFrom4([4]byte{10, 244, byte(i / 100), byte(i%100 + 2)}))
 	}
 	for i := range 50 {
-		many.Services = append(many.Services, Service{
+		many.Services = append(many.Services, registry.Service{
 			VIP:      netip.AddrFrom4([4]byte{10, 96, 0, byte(i + 1)}),
-			Ports:    []Port{{"tcp", 80, 8080}, {"udp", 53, 5353}, {"tcp", uint16(1000 + i), 0}},
+			Ports:    []registry.Port{{Protocol: "tcp", Port: 80, TargetPort: 8080}, {Protocol: "udp", Port: 53, TargetPort: 5353}, {Protocol: "tcp", Port: uint16(1000 + i), TargetPort: 0}},
 			Backends: many.Peers[:i%5],
 		})
 	}
@@ -247,7 +248,7 @@ func TestIngress(t *testing.T) {
 	capB.Stop()
 
 	cfg := podConfig(b.IP, a.IP)
-	cfg.Services = []Service{{VIP: vip, Ports: []Port{{"udp", 9000, 9000}}, Backends: []netip.Addr{a.IP}}}
+	cfg.Services = []registry.Service{{VIP: vip, Ports: []registry.Port{{Protocol: "udp", Port: 9000, TargetPort: 9000}}, Backends: []netip.Addr{a.IP}}}
 	mustApply(t, ctx, b.Path, cfg)
 	capB = nettest.StartCapture(t, b.NS, "eth0")
 
@@ -542,7 +543,7 @@ func TestReapplyNeverOpens(t *testing.T) {
 	for i := range 30 {
 		cfg := podConfig(b.IP, a.IP, netip.AddrFrom4([4]byte{10, 77, 1, byte(i)}))
 		if i%2 == 1 {
-			cfg.Services = []Service{{VIP: netip.MustParseAddr("10.96.0.10"), Ports: []Port{{"tcp", 80, 0}}, Backends: []netip.Addr{a.IP}}}
+			cfg.Services = []registry.Service{{VIP: netip.MustParseAddr("10.96.0.10"), Ports: []registry.Port{{Protocol: "tcp", Port: 80, TargetPort: 0}}, Backends: []netip.Addr{a.IP}}}
 		}
 		mustApply(t, ctx, b.Path, cfg)
 	}

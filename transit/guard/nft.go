@@ -9,7 +9,7 @@ import (
 	"os/exec"
 	"strings"
 
-	"github.com/tencrypt/tencrypt/transit/netns"
+	"github.com/tencrypt/tencrypt/internal/netns"
 )
 
 // Apply installs or replaces the guard in the namespace at nsPath (e.g.

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/tencrypt/tencrypt/transit/registry"
 )
 
 // ctMarkTenant is the conntrack mark bit of flows that are tenant traffic
@@ -42,7 +44,7 @@ type plan struct {
 
 type service struct {
 	vip      netip.Addr
-	ports    []Port
+	ports    []registry.Port
 	backends []netip.Addr
 }
 
@@ -91,7 +93,7 @@ func validate(cfg Config) (plan, error) {
 			return p, fmt.Errorf("%w: service %s has no ports", ErrInvalidConfig, vip)
 		}
 		ns := service{vip: vip}
-		seen := map[Port]bool{}
+		seen := map[registry.Port]bool{}
 		for _, pt := range s.Ports {
 			if pt.Protocol != "tcp" && pt.Protocol != "udp" {
 				return p, fmt.Errorf("%w: service %s: protocol %q: want tcp or udp", ErrInvalidConfig, vip, pt.Protocol)
@@ -102,14 +104,14 @@ func validate(cfg Config) (plan, error) {
 			if pt.TargetPort == 0 {
 				pt.TargetPort = pt.Port
 			}
-			key := Port{Protocol: pt.Protocol, Port: pt.Port}
+			key := registry.Port{Protocol: pt.Protocol, Port: pt.Port}
 			if seen[key] {
 				return p, fmt.Errorf("%w: service %s: %s port %d listed twice", ErrInvalidConfig, vip, pt.Protocol, pt.Port)
 			}
 			seen[key] = true
 			ns.ports = append(ns.ports, pt)
 		}
-		slices.SortFunc(ns.ports, func(a, b Port) int {
+		slices.SortFunc(ns.ports, func(a, b registry.Port) int {
 			return cmp.Or(cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port))
 		})
 		for _, b := range s.Backends {

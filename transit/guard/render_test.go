@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/tencrypt/tencrypt/transit/registry"
 )
 
 func addrs(ss ...string) []netip.Addr {
@@ -110,8 +112,8 @@ func TestRender(t *testing.T) {
 		{
 			name: "one service, one backend: plain dnat",
 			cfg: func(c *Config) {
-				c.Services = []Service{{VIP: netip.MustParseAddr("10.96.0.10"),
-					Ports: []Port{{"tcp", 80, 8080}}, Backends: addrs("10.244.2.3")}}
+				c.Services = []registry.Service{{VIP: netip.MustParseAddr("10.96.0.10"),
+					Ports: []registry.Port{{Protocol: "tcp", Port: 80, TargetPort: 8080}}, Backends: addrs("10.244.2.3")}}
 			},
 			want: []string{
 				"set vips {", "elements = { 10.96.0.10 }",
@@ -123,10 +125,10 @@ func TestRender(t *testing.T) {
 			name: "many services, ports and backends: numgen map, sorted, target port defaults to port",
 			cfg: func(c *Config) {
 				c.Peers = addrs("10.244.2.3", "10.244.2.4")
-				c.Services = []Service{
-					{VIP: netip.MustParseAddr("10.96.0.20"), Ports: []Port{{"udp", 53, 0}, {"tcp", 53, 5353}},
+				c.Services = []registry.Service{
+					{VIP: netip.MustParseAddr("10.96.0.20"), Ports: []registry.Port{{Protocol: "udp", Port: 53, TargetPort: 0}, {Protocol: "tcp", Port: 53, TargetPort: 5353}},
 						Backends: addrs("10.244.2.4", "10.244.1.2", "10.244.2.3")},
-					{VIP: netip.MustParseAddr("10.96.0.10"), Ports: []Port{{"tcp", 80, 8080}},
+					{VIP: netip.MustParseAddr("10.96.0.10"), Ports: []registry.Port{{Protocol: "tcp", Port: 80, TargetPort: 8080}},
 						Backends: addrs("10.244.2.3", "10.244.2.4")},
 				}
 			},
@@ -141,7 +143,7 @@ func TestRender(t *testing.T) {
 		{
 			name: "service without backends: VIP guarded, no dnat",
 			cfg: func(c *Config) {
-				c.Services = []Service{{VIP: netip.MustParseAddr("10.96.0.30"), Ports: []Port{{"tcp", 443, 8443}}}}
+				c.Services = []registry.Service{{VIP: netip.MustParseAddr("10.96.0.30"), Ports: []registry.Port{{Protocol: "tcp", Port: 443, TargetPort: 8443}}}}
 			},
 			want: []string{"elements = { 10.96.0.30 }", `ip daddr @vips counter name "vip-out" drop`},
 			not:  []string{"dnat"},
@@ -192,13 +194,13 @@ func TestRenderDeterministic(t *testing.T) {
 	a, b := baseConfig(), baseConfig()
 	a.Peers = addrs("10.0.0.1", "10.0.0.2", "10.0.0.3")
 	b.Peers = addrs("10.0.0.3", "10.0.0.1", "10.0.0.2")
-	a.Services = []Service{
-		{VIP: netip.MustParseAddr("10.96.0.1"), Ports: []Port{{"tcp", 1, 1}, {"udp", 2, 2}}, Backends: addrs("10.0.0.1", "10.0.0.2")},
-		{VIP: netip.MustParseAddr("10.96.0.2"), Ports: []Port{{"tcp", 3, 3}}, Backends: addrs("10.0.0.3")},
+	a.Services = []registry.Service{
+		{VIP: netip.MustParseAddr("10.96.0.1"), Ports: []registry.Port{{Protocol: "tcp", Port: 1, TargetPort: 1}, {Protocol: "udp", Port: 2, TargetPort: 2}}, Backends: addrs("10.0.0.1", "10.0.0.2")},
+		{VIP: netip.MustParseAddr("10.96.0.2"), Ports: []registry.Port{{Protocol: "tcp", Port: 3, TargetPort: 3}}, Backends: addrs("10.0.0.3")},
 	}
-	b.Services = []Service{
-		{VIP: netip.MustParseAddr("10.96.0.2"), Ports: []Port{{"tcp", 3, 3}}, Backends: addrs("10.0.0.3")},
-		{VIP: netip.MustParseAddr("10.96.0.1"), Ports: []Port{{"udp", 2, 2}, {"tcp", 1, 1}}, Backends: addrs("10.0.0.2", "10.0.0.1")},
+	b.Services = []registry.Service{
+		{VIP: netip.MustParseAddr("10.96.0.2"), Ports: []registry.Port{{Protocol: "tcp", Port: 3, TargetPort: 3}}, Backends: addrs("10.0.0.3")},
+		{VIP: netip.MustParseAddr("10.96.0.1"), Ports: []registry.Port{{Protocol: "udp", Port: 2, TargetPort: 2}, {Protocol: "tcp", Port: 1, TargetPort: 1}}, Backends: addrs("10.0.0.2", "10.0.0.1")},
 	}
 	pa, err := validate(a)
 	if err != nil {
@@ -214,8 +216,8 @@ func TestRenderDeterministic(t *testing.T) {
 }
 
 func TestValidateRejects(t *testing.T) {
-	svc := func(vip string, ports ...Port) Service {
-		return Service{VIP: netip.MustParseAddr(vip), Ports: ports, Backends: addrs("10.244.2.3")}
+	svc := func(vip string, ports ...registry.Port) registry.Service {
+		return registry.Service{VIP: netip.MustParseAddr(vip), Ports: ports, Backends: addrs("10.244.2.3")}
 	}
 	tests := []struct {
 		name string
@@ -232,26 +234,36 @@ func TestValidateRejects(t *testing.T) {
 		{"peer IPv6", func(c *Config) { c.Peers = addrs("fd00::2") }},
 		{"peer unspecified", func(c *Config) { c.Peers = addrs("0.0.0.0") }},
 		{"peer zero value", func(c *Config) { c.Peers = []netip.Addr{{}} }},
-		{"VIP zero value", func(c *Config) { c.Services = []Service{{Ports: []Port{{"tcp", 80, 80}}}} }},
+		{"VIP zero value", func(c *Config) {
+			c.Services = []registry.Service{{Ports: []registry.Port{{Protocol: "tcp", Port: 80, TargetPort: 80}}}}
+		}},
 		{"VIP twice", func(c *Config) {
-			c.Services = []Service{svc("10.96.0.1", Port{"tcp", 80, 80}), svc("10.96.0.1", Port{"tcp", 81, 81})}
+			c.Services = []registry.Service{svc("10.96.0.1", registry.Port{Protocol: "tcp", Port: 80, TargetPort: 80}), svc("10.96.0.1", registry.Port{Protocol: "tcp", Port: 81, TargetPort: 81})}
 		}},
 		{"VIP is a peer", func(c *Config) {
 			c.Peers = addrs("10.96.0.1")
-			c.Services = []Service{svc("10.96.0.1", Port{"tcp", 80, 80})}
+			c.Services = []registry.Service{svc("10.96.0.1", registry.Port{Protocol: "tcp", Port: 80, TargetPort: 80})}
 		}},
-		{"VIP is self", func(c *Config) { c.Services = []Service{svc("10.244.1.2", Port{"tcp", 80, 80})} }},
-		{"no ports", func(c *Config) { c.Services = []Service{svc("10.96.0.1")} }},
-		{"protocol sctp", func(c *Config) { c.Services = []Service{svc("10.96.0.1", Port{"sctp", 80, 80})} }},
-		{"protocol upper case", func(c *Config) { c.Services = []Service{svc("10.96.0.1", Port{"TCP", 80, 80})} }},
-		{"port 0", func(c *Config) { c.Services = []Service{svc("10.96.0.1", Port{"tcp", 0, 80})} }},
+		{"VIP is self", func(c *Config) {
+			c.Services = []registry.Service{svc("10.244.1.2", registry.Port{Protocol: "tcp", Port: 80, TargetPort: 80})}
+		}},
+		{"no ports", func(c *Config) { c.Services = []registry.Service{svc("10.96.0.1")} }},
+		{"protocol sctp", func(c *Config) {
+			c.Services = []registry.Service{svc("10.96.0.1", registry.Port{Protocol: "sctp", Port: 80, TargetPort: 80})}
+		}},
+		{"protocol upper case", func(c *Config) {
+			c.Services = []registry.Service{svc("10.96.0.1", registry.Port{Protocol: "TCP", Port: 80, TargetPort: 80})}
+		}},
+		{"port 0", func(c *Config) {
+			c.Services = []registry.Service{svc("10.96.0.1", registry.Port{Protocol: "tcp", Port: 0, TargetPort: 80})}
+		}},
 		{"port twice", func(c *Config) {
-			c.Services = []Service{svc("10.96.0.1", Port{"tcp", 80, 80}, Port{"tcp", 80, 81})}
+			c.Services = []registry.Service{svc("10.96.0.1", registry.Port{Protocol: "tcp", Port: 80, TargetPort: 80}, registry.Port{Protocol: "tcp", Port: 80, TargetPort: 81})}
 		}},
 		{"backend IPv6", func(c *Config) {
-			s := svc("10.96.0.1", Port{"tcp", 80, 80})
+			s := svc("10.96.0.1", registry.Port{Protocol: "tcp", Port: 80, TargetPort: 80})
 			s.Backends = addrs("fd00::3")
-			c.Services = []Service{s}
+			c.Services = []registry.Service{s}
 		}},
 	}
 	for _, tt := range tests {
@@ -267,8 +279,8 @@ func TestValidateRejects(t *testing.T) {
 
 func TestValidateAcceptsSameProtocolPortOnTwoProtocols(t *testing.T) {
 	cfg := baseConfig()
-	cfg.Services = []Service{{VIP: netip.MustParseAddr("10.96.0.1"),
-		Ports: []Port{{"tcp", 53, 53}, {"udp", 53, 53}}, Backends: addrs("10.244.2.3")}}
+	cfg.Services = []registry.Service{{VIP: netip.MustParseAddr("10.96.0.1"),
+		Ports: []registry.Port{{Protocol: "tcp", Port: 53, TargetPort: 53}, {Protocol: "udp", Port: 53, TargetPort: 53}}, Backends: addrs("10.244.2.3")}}
 	if _, err := validate(cfg); err != nil {
 		t.Fatal(err)
 	}

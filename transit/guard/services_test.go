@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/tencrypt/tencrypt/internal/nettest"
+	"github.com/tencrypt/tencrypt/transit/registry"
 )
 
 // TestServiceNAT checks the in-pod Service translation in pod A. Backends B
@@ -26,10 +27,10 @@ func TestServiceNAT(t *testing.T) {
 	vipSelf := netip.MustParseAddr("10.96.0.11")
 	vipEmpty := netip.MustParseAddr("10.96.0.13")
 	cfg := podConfig(a.IP, b.IP, c.IP)
-	cfg.Services = []Service{
-		{VIP: vipBC, Ports: []Port{{"udp", 53, 5353}, {"tcp", 80, 8080}}, Backends: []netip.Addr{b.IP, c.IP}},
-		{VIP: vipSelf, Ports: []Port{{"tcp", 80, 8081}}, Backends: []netip.Addr{a.IP}},
-		{VIP: vipEmpty, Ports: []Port{{"udp", 80, 80}}},
+	cfg.Services = []registry.Service{
+		{VIP: vipBC, Ports: []registry.Port{{Protocol: "udp", Port: 53, TargetPort: 5353}, {Protocol: "tcp", Port: 80, TargetPort: 8080}}, Backends: []netip.Addr{b.IP, c.IP}},
+		{VIP: vipSelf, Ports: []registry.Port{{Protocol: "tcp", Port: 80, TargetPort: 8081}}, Backends: []netip.Addr{a.IP}},
+		{VIP: vipEmpty, Ports: []registry.Port{{Protocol: "udp", Port: 80, TargetPort: 80}}},
 	}
 	mustApply(t, ctx, a.Path, cfg)
 	self := nettest.ListenTCP(t, a.NS, netip.AddrPortFrom(netip.IPv4Unspecified(), 8081))

@@ -34,7 +34,19 @@ type Registry interface {
 	// pre-shared key after a rotation: blob is a keys.WrappedKey with
 	// purpose PSKPurpose, marshalled.
 	SetTenantKey(ctx context.Context, tenant string, blob []byte) error
+	// UnenrollTenant takes a tenant out of transit encryption, on an
+	// operator's explicit request: the tenant stays listed, marked Removed
+	// and without its PSK, so that agents remove its pods' guards (a
+	// tenant that merely disappears keeps them). SetTenantKey enrolls it
+	// again. A tenant the registry does not list (one that vanished, whose
+	// pods' guards the agents keep) is recorded as unenrolled too, which
+	// releases those guards; unenrolling twice is not an error.
+	UnenrollTenant(ctx context.Context, tenant string) error
 }
+
+// ErrNotEnrolled: an operation (a rotation) on a tenant the registry does
+// not list as enrolled.
+var ErrNotEnrolled = errors.New("tenant not enrolled in transit encryption")
 
 // PSKPurpose is the keys purpose of a tenant's transit pre-shared key.
 const PSKPurpose = "transit-psk"
@@ -45,7 +57,8 @@ type Snapshot struct {
 	Services []Service `json:"services"`
 	// Keys are the published pod keys, by pod name.
 	Keys map[string]PodKey `json:"keys"`
-	// Tenants are the enrolled tenants, by name.
+	// Tenants are the enrolled tenants, and the unenrolled ones (Removed),
+	// by name.
 	Tenants map[string]Tenant `json:"tenants"`
 }
 
@@ -57,7 +70,9 @@ type Pod struct {
 	Node   string     `json:"node"`
 	IP     netip.Addr `json:"ip"`
 	// NetNS is the path of the pod's network namespace, meaningful on its
-	// node only.
+	// node only. Agents act on it only if it is a network namespace beneath
+	// their namespace directory (/run/netns unless configured), reached
+	// without symbolic links.
 	NetNS string `json:"netns"`
 }
 
@@ -70,7 +85,8 @@ type Service struct {
 	Backends []netip.Addr `json:"backends"`
 }
 
-// Port is one port of a Service.
+// Port is one port of a Service. TargetPort 0 means the same as Port, as in
+// Kubernetes. The guard, the lab and the registry share this one type.
 type Port struct {
 	Protocol   string `json:"protocol"`
 	Port       uint16 `json:"port"`
@@ -88,10 +104,28 @@ type PodKey struct {
 	Published time.Time `json:"published"`
 }
 
-// Tenant is an enrolled tenant.
+// Tenant is an enrolled tenant, or the record that one was unenrolled.
 type Tenant struct {
-	// PSK is the tenant's pre-shared key, wrapped under its KEK.
-	PSK []byte `json:"psk"`
+	// PSK is the tenant's pre-shared key, wrapped under its KEK; empty once
+	// Removed.
+	PSK []byte `json:"psk,omitempty"`
+	// Removed marks a tenant an operator unenrolled: agents remove its
+	// pods' guards. It is the only registry state that does; a tenant
+	// missing from the registry keeps its guards (its traffic stays
+	// blocked), because a registry can lose entries by accident.
+	Removed bool `json:"removed,omitempty"`
+}
+
+// Enrolled reports whether the tenant is listed and not removed.
+func (s *Snapshot) Enrolled(tenant string) bool {
+	t, ok := s.Tenants[tenant]
+	return ok && !t.Removed
+}
+
+// Unenrolled reports whether the tenant was explicitly unenrolled.
+func (s *Snapshot) Unenrolled(tenant string) bool {
+	t, ok := s.Tenants[tenant]
+	return ok && t.Removed
 }
 
 // TenantPods returns the pods of one tenant.

@@ -3,10 +3,7 @@ package tunnel
 import (
 	"crypto/ecdh"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 )
@@ -41,8 +38,6 @@ func ParsePublicKey(s string) (PublicKey, error) {
 	return k, nil
 }
 
-func (k PublicKey) hex() string { return hex.EncodeToString(k[:]) }
-
 // privateKey is a pod's WireGuard private key. It exists only in the agent's
 // memory: never written, logged or sent anywhere.
 type privateKey [KeySize]byte
@@ -66,30 +61,3 @@ const redacted = "[redacted]"
 func (privateKey) String() string       { return redacted }
 func (privateKey) GoString() string     { return redacted }
 func (privateKey) LogValue() slog.Value { return slog.StringValue(redacted) }
-
-// PresharedKey is a tenant's WireGuard pre-shared key: every pod of the
-// tenant has it, and a handshake without it fails, so a pod outside the
-// tenant cannot join even knowing every public key. Zero it after use.
-type PresharedKey [KeySize]byte
-
-// Zero overwrites the key.
-func (k *PresharedKey) Zero() { clear(k[:]) }
-
-// Equal compares in constant time.
-func (k *PresharedKey) Equal(o *PresharedKey) bool {
-	return subtle.ConstantTimeCompare(k[:], o[:]) == 1
-}
-
-func (PresharedKey) String() string       { return redacted }
-func (PresharedKey) GoString() string     { return redacted }
-func (PresharedKey) LogValue() slog.Value { return slog.StringValue(redacted) }
-
-// PresharedKeyFromBytes copies a 32-byte secret.
-func PresharedKeyFromBytes(b []byte) (PresharedKey, error) {
-	var k PresharedKey
-	if len(b) != KeySize {
-		return k, errors.New("pre-shared key must be 32 bytes")
-	}
-	copy(k[:], b)
-	return k, nil
-}

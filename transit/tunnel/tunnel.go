@@ -23,7 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
+	"strconv"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -33,7 +33,8 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
-	"github.com/tencrypt/tencrypt/transit/netns"
+	"github.com/tencrypt/tencrypt/internal/cryptocore"
+	"github.com/tencrypt/tencrypt/internal/netns"
 )
 
 const (
@@ -73,9 +74,24 @@ type Tunnel struct {
 	mtu   int
 	log   *slog.Logger
 
-	mu    sync.Mutex // guards dev (nil once closed), peers and psk
-	peers map[PublicKey]Peer
-	psk   PresharedKey
+	mu sync.Mutex // guards everything below
+	// uapi configures dev and rt writes its routes (dev and nl; fakes in
+	// unit tests); uapi is nil once the tunnel is closed.
+	uapi uapiDevice
+	rt   routeWriter
+	// peers and psk are what the device holds. routed are the peer
+	// addresses whose route is known to be in RouteTable: a route write
+	// that failed is absent, so the next SetPeers writes it again.
+	peers  map[PublicKey]Peer
+	psk    cryptocore.Key
+	routed map[netip.Addr]bool
+}
+
+// routeWriter is the part of *netlink.Handle that SetPeers uses.
+type routeWriter interface {
+	LinkByName(name string) (netlink.Link, error)
+	RouteReplace(r *netlink.Route) error
+	RouteDel(r *netlink.Route) error
 }
 
 // New creates the pod's tunnel in the namespace at nsPath, for a pod whose
@@ -85,7 +101,7 @@ func New(ctx context.Context, nsPath string, podIP netip.Addr, log *slog.Logger)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	t = &Tunnel{podIP: podIP, log: log, peers: map[PublicKey]Peer{}}
+	t = &Tunnel{podIP: podIP, log: log, peers: map[PublicKey]Peer{}, routed: map[netip.Addr]bool{}}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -128,7 +144,12 @@ func New(ctx context.Context, nsPath string, podIP netip.Addr, log *slog.Logger)
 	defer sk.zero()
 	t.pub = pub
 	t.dev = device.NewDevice(&nsTUN{Device: tdev, ns: t.ns}, &nsBind{Bind: conn.NewStdNetBind(), ns: t.ns}, wgLogger(log))
-	if err := t.dev.IpcSet(fmt.Sprintf("private_key=%x\nlisten_port=%d\nfwmark=%d\n", sk[:], ListenPort, FwMark)); err != nil {
+	t.uapi, t.rt = t.dev, t.nl
+	cfg := newWipeBuf(128)
+	cfg.key("private_key", (*[KeySize]byte)(&sk))
+	cfg.line("listen_port", strconv.Itoa(ListenPort))
+	cfg.line("fwmark", strconv.Itoa(FwMark))
+	if err := ipcSet(t.dev, cfg); err != nil {
 		return nil, fmt.Errorf("configure WireGuard: %w", err)
 	}
 	if err := t.dev.Up(); err != nil {
@@ -191,33 +212,42 @@ func (t *Tunnel) setupRouting() error {
 func ptr[T any](v T) *T { return &v }
 
 // SetPeers makes the tunnel's peers exactly peers, with psk as the
-// pre-shared key of every one. Only what changed is touched: a peer whose
-// key, address and endpoint are unchanged keeps its session, so one pod
-// coming or going does not disturb other flows. A pod that came back with a
-// new key under the same address is a new peer; its old key is removed in
-// the same step, so the old key is rejected from then on.
-func (t *Tunnel) SetPeers(peers []Peer, psk PresharedKey) error {
+// pre-shared key of every one (psk may be nil when peers is empty; SetPeers
+// keeps its own copy). Only what changed is touched: a peer whose key,
+// address and endpoint are unchanged keeps its session, so one pod coming
+// or going does not disturb other flows. A pod that came back with a new key
+// under the same address is a new peer; its old key is removed in the same
+// step, so the old key is rejected from then on.
+//
+// Routes are compared with those known to be written, not with the peers:
+// if a route write fails, the error is returned and the next call (the
+// agent's next round) writes it again.
+func (t *Tunnel) SetPeers(peers []Peer, psk *cryptocore.Key) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.dev == nil {
+	if t.uapi == nil {
 		return errors.New("tunnel is closed")
 	}
-	tl, err := t.nl.LinkByName(DeviceName)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", DeviceName, err)
+	var zero cryptocore.Key
+	if psk == nil {
+		if len(peers) > 0 {
+			return errors.New("BUG: tunnel peers without a pre-shared key")
+		}
+		psk = &zero
 	}
-	pskChanged := !t.psk.Equal(&psk)
+	pskChanged := !t.psk.Equal(psk)
 	want := map[PublicKey]Peer{}
 	for _, p := range peers {
 		want[p.PublicKey] = p
 	}
 
-	var b strings.Builder
-	var gone, fresh []Peer
+	cfg := newWipeBuf(64 + 256*len(peers))
+	changed := 0
 	for k, old := range t.peers {
 		if p, ok := want[k]; !ok || p.IP != old.IP {
-			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", k.hex())
-			gone = append(gone, old)
+			cfg.key("public_key", (*[KeySize]byte)(&k))
+			cfg.line("remove", "true")
+			changed++
 		}
 	}
 	for k, p := range want {
@@ -225,41 +255,70 @@ func (t *Tunnel) SetPeers(peers []Peer, psk PresharedKey) error {
 		if had && old == p && !pskChanged {
 			continue
 		}
-		fmt.Fprintf(&b, "public_key=%s\npreshared_key=%x\nendpoint=%s\nreplace_allowed_ips=true\nallowed_ip=%s/32\n",
-			k.hex(), psk[:], p.Endpoint, p.IP)
-		if !had || old.IP != p.IP {
-			fresh = append(fresh, p)
+		cfg.key("public_key", (*[KeySize]byte)(&k))
+		cfg.key("preshared_key", (*[KeySize]byte)(psk))
+		cfg.line("endpoint", p.Endpoint.String())
+		cfg.line("replace_allowed_ips", "true")
+		cfg.line("allowed_ip", netip.PrefixFrom(p.IP, 32).String())
+		changed++
+	}
+	if changed > 0 {
+		if err := ipcSet(t.uapi, cfg); err != nil {
+			return fmt.Errorf("configure WireGuard peers: %w", err)
+		}
+		t.peers = want
+		t.psk = *psk
+	}
+	if err := t.syncRoutesLocked(); err != nil {
+		return err
+	}
+	if changed > 0 {
+		t.log.Debug("tunnel peers updated", "pod_ip", t.podIP, "peers", len(want), "changes", changed, "psk_changed", pskChanged)
+	}
+	return nil
+}
+
+// syncRoutesLocked makes RouteTable hold a /32 for every peer address and
+// nothing else, writing only the difference with what is known to be there.
+func (t *Tunnel) syncRoutesLocked() error {
+	want := map[netip.Addr]bool{}
+	for _, p := range t.peers {
+		want[p.IP] = true
+	}
+	var del, add []netip.Addr
+	for ip := range t.routed {
+		if !want[ip] {
+			del = append(del, ip)
 		}
 	}
-	if b.Len() == 0 {
+	for ip := range want {
+		if !t.routed[ip] {
+			add = append(add, ip)
+		}
+	}
+	if len(del) == 0 && len(add) == 0 {
 		return nil
 	}
-	if err := t.dev.IpcSet(b.String()); err != nil {
-		return fmt.Errorf("configure WireGuard peers: %w", err)
+	tl, err := t.rt.LinkByName(DeviceName)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", DeviceName, err)
 	}
-	t.peers = want
-	t.psk = psk
-
-	// Routes follow the peers. A removed peer's route goes only if no
-	// current peer has its address (a pod restarted with the same IP).
-	stillRouted := map[netip.Addr]bool{}
-	for _, p := range want {
-		stillRouted[p.IP] = true
-	}
-	for _, p := range gone {
-		if !stillRouted[p.IP] {
-			if err := t.nl.RouteDel(t.route(tl, p.IP)); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("remove route to %s: %w", p.IP, err)
-			}
+	var errs []error
+	for _, ip := range del {
+		if err := t.rt.RouteDel(t.route(tl, ip)); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("remove route to %s: %w", ip, err))
+			continue
 		}
+		delete(t.routed, ip)
 	}
-	for _, p := range fresh {
-		if err := t.nl.RouteReplace(t.route(tl, p.IP)); err != nil {
-			return fmt.Errorf("route to %s: %w", p.IP, err)
+	for _, ip := range add {
+		if err := t.rt.RouteReplace(t.route(tl, ip)); err != nil {
+			errs = append(errs, fmt.Errorf("route to %s: %w (retried next round)", ip, err))
+			continue
 		}
+		t.routed[ip] = true
 	}
-	t.log.Debug("tunnel peers updated", "pod_ip", t.podIP, "peers", len(want), "added", len(fresh), "removed", len(gone), "psk_changed", pskChanged)
-	return nil
+	return errors.Join(errs...)
 }
 
 func (t *Tunnel) route(l netlink.Link, ip netip.Addr) *netlink.Route {
@@ -282,6 +341,8 @@ func (t *Tunnel) Close() error {
 		t.dev.Close()
 		t.dev = nil
 	}
+	t.uapi, t.rt = nil, nil
+	t.psk.Zero()
 	if t.nl != nil {
 		t.nl.Close()
 		t.nl = nil

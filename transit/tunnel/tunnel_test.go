@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,8 +13,9 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
+	"github.com/tencrypt/tencrypt/internal/cryptocore"
+	"github.com/tencrypt/tencrypt/internal/netns"
 	"github.com/tencrypt/tencrypt/internal/testenv"
-	"github.com/tencrypt/tencrypt/transit/netns"
 )
 
 // pod is a namespace with one veth, eth0, and a default route through it,
@@ -98,10 +98,10 @@ func newTunnel(t *testing.T, p pod) *Tunnel {
 	return tn
 }
 
-func randomPSK(t *testing.T) PresharedKey {
-	var k PresharedKey
-	rand.Read(k[:])
-	return k
+func randomPSK(t *testing.T) *cryptocore.Key {
+	k := cryptocore.NewRandomKey()
+	t.Cleanup(k.Zero)
+	return &k
 }
 
 func peerOf(tn *Tunnel, p pod) Peer {
@@ -230,7 +230,7 @@ func TestParseStats(t *testing.T) {
 	text := "private_key=00\nlisten_port=51820\npublic_key=" + fmt.Sprintf("%064x", 1) +
 		"\nendpoint=10.0.0.2:51820\nlast_handshake_time_sec=1700000000\nlast_handshake_time_nsec=5\nrx_bytes=10\ntx_bytes=20\nallowed_ip=10.0.0.2/32\n" +
 		"public_key=" + fmt.Sprintf("%064x", 2) + "\nlast_handshake_time_sec=0\nlast_handshake_time_nsec=0\nrx_bytes=0\ntx_bytes=0\n"
-	st, err := parseStats(text)
+	st, err := parseStats([]byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestParseStats(t *testing.T) {
 		st[0].LastHandshake != time.Unix(1700000000, 5) || !st[1].LastHandshake.IsZero() || st[1].PublicKey[31] != 2 {
 		t.Errorf("parsed %+v", st)
 	}
-	if _, err := parseStats("public_key=zz\n"); err == nil {
+	if _, err := parseStats([]byte("public_key=zz\n")); err == nil {
 		t.Error("a bad public key parsed")
 	}
 }

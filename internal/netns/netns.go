@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -160,19 +161,72 @@ func Open(name string) (*Handle, error) {
 }
 
 // OpenPath returns a handle to the namespace at a path: a name under Dir,
-// /proc/PID/ns/net, or a CNI runtime's bind mount.
+// /proc/PID/ns/net, or a CNI runtime's bind mount. The path is trusted: use
+// OpenIn for a path that comes from elsewhere (a registry).
 func OpenPath(path string) (*Handle, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open namespace %s: %w", path, err)
 	}
+	return checkNet(f, path)
+}
+
+// ErrOutside reports a namespace path that is not under the directory it
+// must be under, or reaches its file through a symbolic link.
+var ErrOutside = errors.New("namespace path outside its directory")
+
+// OpenIn returns a handle to the network namespace at path, which must name
+// a file beneath dir (Dir, or the directory a container runtime keeps pod
+// namespaces in) without "..", symbolic links or /proc magic links on the
+// way, and must be a network namespace. It is how an agent opens a path it
+// read from the registry: whoever writes the registry must not be able to
+// make the agent act in another namespace (the host's, through a link to
+// /proc/1/ns/net) or on another kind of file. The check and the use are one
+// open: the handle is the file that was checked.
+func OpenIn(dir, path string) (*Handle, error) {
+	rel, err := filepath.Rel(dir, path)
+	if err != nil || !filepath.IsAbs(path) || filepath.Clean(path) != path || rel == "." ||
+		rel == ".." || strings.HasPrefix(rel, "../") {
+		return nil, fmt.Errorf("%w: %q is not a clean absolute path under %s", ErrOutside, path, dir)
+	}
+	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open namespace directory %s: %w", dir, err)
+	}
+	defer unix.Close(dfd)
+	fd, err := unix.Openat2(dfd, rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	switch {
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV):
+		return nil, fmt.Errorf("%w: %s goes through a symbolic link or out of %s", ErrOutside, path, dir)
+	case errors.Is(err, unix.ENOSYS):
+		return nil, fmt.Errorf("open namespace %s: openat2 is missing (Linux 5.6 or later is needed): %w", path, err)
+	case err != nil:
+		return nil, fmt.Errorf("open namespace %s: %w", path, err)
+	}
+	return checkNet(os.NewFile(uintptr(fd), path), path)
+}
+
+// checkNet keeps f if it is a network namespace (an nsfs file of type
+// CLONE_NEWNET) and closes it otherwise.
+func checkNet(f *os.File, path string) (*Handle, error) {
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || st.Type != unix.NSFS_MAGIC {
 		f.Close()
 		return nil, fmt.Errorf("%w: %s is not a namespace", ErrNotExist, path)
 	}
+	if t, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE); err != nil || t != unix.CLONE_NEWNET {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is a namespace but not a network namespace", ErrNotExist, path)
+	}
 	return &Handle{f: f}, nil
 }
+
+// ProcPath is a path that names this handle's namespace for as long as the
+// handle is open (/proc/self/fd/N), for APIs that take a path.
+func (h *Handle) ProcPath() string { return fmt.Sprintf("/proc/self/fd/%d", h.f.Fd()) }
 
 // ID identifies the namespace: it changes when a pod's namespace is
 // replaced by a new one, even at the same path.
