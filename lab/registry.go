@@ -115,6 +115,11 @@ func (r *Registry) read() (*transitState, error) {
 // update changes the registry file under its lock (agents of several nodes
 // write it) and replaces it atomically.
 func (r *Registry) update(fn func(*transitState)) error {
+	return r.updateErr(func(ts *transitState) error { fn(ts); return nil })
+}
+
+// updateErr is update with a change that can fail: then nothing is written.
+func (r *Registry) updateErr(fn func(*transitState) error) error {
 	if err := os.MkdirAll(r.m.stateDir, 0o755); err != nil {
 		return err
 	}
@@ -130,7 +135,9 @@ func (r *Registry) update(fn func(*transitState)) error {
 	if err != nil {
 		return err
 	}
-	fn(ts)
+	if err := fn(ts); err != nil {
+		return err
+	}
 	data, err := json.MarshalIndent(ts, "", "  ")
 	if err != nil {
 		return err

@@ -173,7 +173,7 @@ func TestKeysCLIEndToEnd(t *testing.T) {
 	}
 	e.want(exitcodes.Usage, "keys", "retire", "blue", "--min-version", "2")
 
-	var rw []rewrapResult
+	var rw []keys.Moved
 	json.Unmarshal([]byte(e.ok("keys", "rewrap", blobFile, "--json")), &rw)
 	if len(rw) != 1 || rw[0].Status != "rewrapped" || rw[0].From != 1 || rw[0].To != 2 {
 		t.Fatalf("rewrap --json: %+v", rw)
@@ -182,7 +182,7 @@ func TestKeysCLIEndToEnd(t *testing.T) {
 		t.Fatalf("rewrap changed the file mode to %v", fi.Mode().Perm())
 	}
 	e.ok("keys", "retire", "blue", "--min-version", "2", "--check", blobDir)
-	nwk, err := readBlob(blobFile)
+	nwk, err := keys.ReadBlobFile(blobFile)
 	if err != nil {
 		t.Fatal(err)
 	}
