@@ -10,12 +10,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tencrypt/tencrypt/internal/exitcodes"
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/keys/local"
+	volnames "github.com/tencrypt/tencrypt/rest/names"
 )
 
 var (
@@ -325,3 +327,76 @@ func TestKeysConfigPrecedence(t *testing.T) {
 type memAudit struct{ n int }
 
 func (a *memAudit) Record(_ context.Context, _ keys.AuditRecord) error { a.n++; return nil }
+
+// TestKeysRotationWorkflowVolume is issue 16's data loss, step by step: a
+// volume written through the mount, the KEK rotated, its files rewrapped
+// with 'file rewrap -r'. retire --check must now refuse (the volume's name
+// key is still under version 1); 'keys rewrap' moves it; retire then
+// succeeds and the volume mounts and reads as before.
+func TestKeysRotationWorkflowVolume(t *testing.T) {
+	e := newFileEnv(t)
+	cipher := filepath.Join(e.dir, "cipher")
+	e.ok("volume", "init", cipher, "--tenant", "blue")
+	m := startMount(t, e, cipher)
+	content := randomBytes(5000, 9)
+	writeFile(t, filepath.Join(m.dir, "docs", "payroll.xlsx"), content)
+	m.stop(t, syscall.SIGTERM)
+
+	e.ok("keys", "rotate", "blue")
+	e.ok("file", "rewrap", "-r", cipher)
+	out, stderr, code := e.run("keys", "retire", "blue", "--min-version", "2", "--check", cipher, "--json")
+	var res struct {
+		Retired    bool          `json:"retired"`
+		StillInUse []keys.KeyRef `json:"still_referenced"`
+	}
+	json.Unmarshal([]byte(out), &res)
+	if code != exitcodes.Failure || res.Retired || len(res.StillInUse) != 1 || res.StillInUse[0].Kind != "volume" ||
+		filepath.Base(res.StillInUse[0].File) != volnames.VolumeFile || !strings.Contains(stderr, "keys rewrap") {
+		t.Fatalf("retire with the volume's name key under version 1: exit %d, %+v\n%s", code, res, stderr)
+	}
+
+	var moved []keys.Moved
+	if err := json.Unmarshal([]byte(e.ok("keys", "rewrap", cipher, "--json")), &moved); err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, mv := range moved {
+		if mv.To != 2 {
+			t.Fatalf("rewrap: %+v", mv)
+		}
+		if mv.Status == keys.StatusRewrapped {
+			kinds[mv.Kind]++
+		}
+	}
+	if kinds["volume"] != 1 || kinds["file"] != 0 {
+		t.Fatalf("rewrap of the volume (its files were rewrapped already): %+v", moved)
+	}
+	if out := e.ok("keys", "retire", "blue", "--min-version", "2", "--check", cipher); !strings.Contains(out, "1 volume") {
+		t.Fatalf("retire: %s", out)
+	}
+	m = startMount(t, e, cipher)
+	got, err := os.ReadFile(filepath.Join(m.dir, "docs", "payroll.xlsx"))
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("the volume after rotate, rewrap and retire: %v\n%s", err, m.stderr)
+	}
+	m.stop(t, syscall.SIGTERM)
+}
+
+// TestKeysRetireFailsClosed: a file retire cannot read stops it, and no
+// version is destroyed.
+func TestKeysRetireFailsClosed(t *testing.T) {
+	e := newFileEnv(t)
+	e.ok("keys", "rotate", "blue")
+	dir := filepath.Join(e.dir, "check")
+	writeFile(t, filepath.Join(dir, "ok.txt"), []byte("plain"))
+	writeFile(t, filepath.Join(dir, volnames.VolumeFile), []byte(`{"format": "tencrypt-volume", "version": 1, "name_key": "bm90IGEga2V5"}`))
+	_, stderr, code := e.run("keys", "retire", "blue", "--min-version", "2", "--check", dir)
+	if code == 0 || !strings.Contains(stderr, "nothing was retired") || !strings.Contains(stderr, volnames.VolumeFile) {
+		t.Fatalf("retire over an unreadable volume configuration: exit %d\n%s", code, stderr)
+	}
+	var list []keys.TenantInfo
+	json.Unmarshal([]byte(e.ok("keys", "list", "--json")), &list)
+	if len(list) == 0 || list[0].Tenant != "blue" || list[0].MinVersion != 1 {
+		t.Fatalf("a failed check retired a version: %+v", list)
+	}
+}
