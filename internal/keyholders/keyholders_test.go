@@ -303,7 +303,7 @@ func writeRegistry(t *testing.T, path string, tenants map[string][]byte) []byte 
 		ts[k] = tenantJSON{PSK: v}
 	}
 	data, err := json.MarshalIndent(map[string]any{
-		"keys": map[string]registry.PodKey{"blue-1a": {Pod: "blue-1a", PublicKey: "cHVibGlj", Node: "n1"}},
+		"keys":    map[string]registry.PodKey{"blue-1a": {Pod: "blue-1a", PublicKey: "cHVibGlj", Node: "n1"}},
 		"tenants": ts,
 	}, "", "  ")
 	if err != nil {
@@ -515,4 +515,3 @@ func TestRewrapFollowsLinks(t *testing.T) {
 		t.Fatalf("target after rewrap: %+v, %v", nwk, err)
 	}
 }
-
