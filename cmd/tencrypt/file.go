@@ -743,10 +743,17 @@ inside the first disk sector. Otherwise, or with --copy, the file is rewritten
 through a temporary file that is synced and renamed over it, so a crash
 leaves the old or the new file. Every unwrap and rewrap is audited.
 
+Only tencrypt files are rewrapped. A volume's configuration (tencrypt.volume),
+wrapped-key blob files and the transit registry hold wrapped keys too: 'keys
+rewrap PATH...' moves every kind, tencrypt files included, and 'keys retire
+--check' refuses while any of them is left under an old version.
+
 All files are tried; the exit code is that of the first failure.`,
 		Example: `  tencrypt keys rotate blue
   tencrypt file rewrap -r data.enc/
-  tencrypt keys retire blue --min-version 2 --check data.enc/`,
+  tencrypt keys retire blue --min-version 2 --check data.enc/
+  # A volume: its configuration too, so use keys rewrap
+  tencrypt keys rewrap /srv/blue.enc && tencrypt keys retire blue --min-version 2 --check /srv/blue.enc`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, err := tencFiles(args, recursive)
