@@ -48,6 +48,11 @@ func (RegistryHolder) Keys(f *os.File) ([]keys.WrappedKey, error) {
 	if len(data) > maxRegistryFile {
 		return nil, fmt.Errorf("transit registry of more than %d bytes", maxRegistryFile)
 	}
+	return registryKeys(data)
+}
+
+// registryKeys parses a registry file and returns its PSKs, by tenant name.
+func registryKeys(data []byte) ([]keys.WrappedKey, error) {
 	var ts transitState
 	if err := json.Unmarshal(data, &ts); err != nil {
 		return nil, fmt.Errorf("transit registry: %w", err)

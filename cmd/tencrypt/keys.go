@@ -63,8 +63,8 @@ print one JSON document on stdout. docs/KEYS.md has the details.`,
 
   # Rotate, move wrapped keys to the new version, drop the old one
   tencrypt keys rotate blue
-  tencrypt keys rewrap blobs/*.wk
-  tencrypt keys retire blue --min-version 2 --check blobs/
+  tencrypt keys rewrap blobs/ /srv/blue.enc
+  tencrypt keys retire blue --min-version 2 --check blobs/ --check /srv/blue.enc
 
   # Destroy a tenant's keys for good
   tencrypt keys shred red --yes`,

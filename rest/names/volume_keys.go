@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 
 	"github.com/tencrypt/tencrypt/keys"
 )
@@ -30,8 +32,11 @@ func (VolumeHolder) Match(path string, head []byte) bool {
 		return true
 	}
 	t := bytes.TrimLeft(head, " \t\r\n")
-	return len(t) > 0 && t[0] == '{' && bytes.Contains(head, []byte(`"`+VolumeFormat+`"`))
+	return len(t) > 0 && t[0] == '{' && volumeFormatRE.Match(head)
 }
+
+// volumeFormatRE finds the format field of a volume configuration.
+var volumeFormatRE = regexp.MustCompile(`"format"\s*:\s*"` + regexp.QuoteMeta(VolumeFormat) + `"`)
 
 // Keys implements keys.Holder: a configuration that does not parse is an
 // error wrapping ErrBadVolume.
@@ -114,6 +119,13 @@ func withNameKey(data []byte, wk keys.WrappedKey) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// encoding/json matches field names without regard to case: drop every
+	// spelling, so the new key is the only one.
+	for k := range fields {
+		if strings.EqualFold(k, "name_key") {
+			delete(fields, k)
+		}
+	}
 	if fields["name_key"], err = json.Marshal(base64.StdEncoding.EncodeToString(blob)); err != nil {
 		return nil, err
 	}
@@ -128,10 +140,10 @@ func withNameKey(data []byte, wk keys.WrappedKey) ([]byte, error) {
 	}
 	after, err := ParseVolume(out)
 	if err != nil {
-		return nil, fmt.Errorf("BUG: the rewrapped configuration does not parse: %w", err)
+		return nil, fmt.Errorf("the rewrapped configuration would not parse (duplicate fields?); it was not written: %w", err)
 	}
 	if after.ID != before.ID || after.Tenant != before.Tenant || !after.Created.Equal(before.Created) || after.NameKey.KEKVersion != wk.KEKVersion {
-		return nil, fmt.Errorf("BUG: the rewrapped configuration differs in more than its name key")
+		return nil, fmt.Errorf("%w: the rewrapped configuration would differ in more than its name key (duplicate fields?); it was not written", ErrBadVolume)
 	}
 	return out, nil
 }
