@@ -53,6 +53,10 @@ checked to unwrap to the same key before anything is written. Every unwrap and
 rewrap is written to the audit log first; if that fails the file is not
 changed.
 
+Rewrap a volume while it is not mounted: a tencrypt file rewritten through a
+temporary file (--copy, or a header that changes size) would lose writes made
+through the mount to the file open at the time.
+
 Links to files are followed and their target is rewritten; links to
 directories are refused. Files under a directory that hold no wrapped key are
 left alone; a file named on the command line that holds none is an error, and
@@ -202,7 +206,6 @@ Without --check it needs --force, which says you have checked yourself.
 					}
 					out.Retired = true
 				}
-				unknown := 0
 				if err := report(cmd, out, func(w io.Writer) {
 					for _, r := range stale {
 						fmt.Fprintf(w, "%s (%s): tenant %s, purpose %s, version %d\n", r.File, r.Kind, r.Tenant, r.Purpose, r.KEKVersion)
@@ -213,12 +216,13 @@ Without --check it needs --force, which says you have checked yourself.
 				}); err != nil {
 					return err
 				}
-				for _, r := range stale {
-					if r.Kind == keys.KindUnknown {
-						unknown++
-					}
-				}
 				if len(stale) > 0 {
+					unknown := 0
+					for _, r := range stale {
+						if r.Kind == keys.KindUnknown {
+							unknown++
+						}
+					}
 					hint := "rewrap them first (tencrypt keys rewrap PATH...)"
 					if unknown > 0 {
 						hint += fmt.Sprintf("; %d are in files of a kind tencrypt cannot rewrap: %v", unknown, keys.ErrUnknownContainer)
