@@ -400,3 +400,66 @@ func TestKeysRetireFailsClosed(t *testing.T) {
 		t.Fatalf("a failed check retired a version: %+v", list)
 	}
 }
+
+// TestKeysRotationWorkflowTransit: the transit registry's wrapped PSK, as
+// 'transit enroll' stores it, blocks retire until 'keys rewrap' moves it;
+// the moved PSK is the same key.
+func TestKeysRotationWorkflowTransit(t *testing.T) {
+	e := newFileEnv(t)
+	state := filepath.Join(e.dir, "lab-state")
+	reg := filepath.Join(state, "demo.transit.json")
+	e.ok("transit", "enroll", "blue", "--name", "demo", "--state-dir", state)
+	readPSK := func() keys.WrappedKey {
+		t.Helper()
+		var st struct {
+			Tenants map[string]struct {
+				PSK []byte `json:"psk"`
+			} `json:"tenants"`
+		}
+		data, err := os.ReadFile(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wk keys.WrappedKey
+		if err := json.Unmarshal(data, &st); err != nil {
+			t.Fatal(err)
+		}
+		if err := wk.UnmarshalBinary(st.Tenants["blue"].PSK); err != nil {
+			t.Fatal(err)
+		}
+		return wk
+	}
+	before := readPSK()
+	p, err := local.Open(t.Context(), local.Config{Path: filepath.Join(e.dir, "keyring"), KeyFile: filepath.Join(e.dir, "admin.key")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	env := keys.NewEnvelope(p, &memAudit{}, time.Now)
+	psk0, err := env.Unwrap(t.Context(), before, before.Purpose, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer psk0.Zero()
+	e.ok("keys", "rotate", "blue")
+	out, _, code := e.run("keys", "retire", "blue", "--min-version", "2", "--check", state, "--json")
+	if code != exitcodes.Failure || !strings.Contains(out, "transit-registry") {
+		t.Fatalf("retire with the transit PSK under version 1: exit %d\n%s", code, out)
+	}
+	if out := e.ok("keys", "rewrap", reg); !strings.Contains(out, "transit-registry: 1 rewrapped") {
+		t.Fatalf("rewrap of the registry: %s", out)
+	}
+	e.ok("keys", "retire", "blue", "--min-version", "2", "--check", state)
+	after := readPSK()
+	if after.KEKVersion != 2 {
+		t.Fatalf("PSK after rewrap: %v", after)
+	}
+	psk, err := env.Unwrap(t.Context(), after, before.Purpose, "test")
+	if err != nil || !psk.Equal(&psk0) {
+		t.Fatalf("the rewrapped PSK does not open to the same key: %v", err)
+	}
+	defer psk.Zero()
+	if _, err := env.Unwrap(t.Context(), before, before.Purpose, "test"); !errors.Is(err, keys.ErrUnknownKeyVersion) {
+		t.Fatalf("the old PSK after retire: %v", err)
+	}
+}
