@@ -16,6 +16,8 @@ import (
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/keys/keystest"
 	"github.com/tencrypt/tencrypt/keys/local"
+	"github.com/tencrypt/tencrypt/keys/vault"
+	"github.com/tencrypt/tencrypt/keys/vault/vaulttest"
 	"github.com/tencrypt/tencrypt/lab"
 	"github.com/tencrypt/tencrypt/rest/format"
 	"github.com/tencrypt/tencrypt/rest/names"
@@ -48,11 +50,18 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newWorldWith(t, p)
+}
+
+// newWorldWith is newWorld over another backend's provider, which it
+// closes in Cleanup.
+func newWorldWith(t *testing.T, p keys.KEKProvider) *world {
+	t.Helper()
 	t.Cleanup(func() { p.Close() })
 	if err := p.CreateTenant(t.Context(), tenant); err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, dir: filepath.Join(dir, "data"), p: p, audit: &keystest.AuditLog{}}
+	w := &world{t: t, dir: filepath.Join(t.TempDir(), "data"), p: p, audit: &keystest.AuditLog{}}
 	w.env = keys.NewEnvelope(p, w.audit, time.Now)
 	if err := os.Mkdir(w.dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -269,6 +278,25 @@ func TestVolumeConfig(t *testing.T) {
 	}
 	if fi, _ := os.Stat(filepath.Join(cdir, names.VolumeFile)); fi.Mode().Perm() != 0o400 {
 		t.Fatalf("rewrap changed the configuration's mode to %v", fi.Mode().Perm())
+	}
+}
+
+// TestVolumeConfigVault is TestVolumeConfig against a real Vault, whose
+// rewrap happens inside Vault (transit rewrap).
+func TestVolumeConfigVault(t *testing.T) {
+	s := vaulttest.Start(t)
+	p, err := vault.New(vault.Config{Addr: s.Addr, Token: s.RootToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Setup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	w := newWorldWith(t, p)
+	cdir, enc := w.volume()
+	w.rotateRewrapRetire("volume", 1)
+	if name, err := decryptName(t, w.env, cdir, enc); err != nil || name != "payroll.xlsx" {
+		t.Fatalf("a name after rewrap and retire (vault): %q, %v", name, err)
 	}
 }
 
