@@ -69,7 +69,8 @@ func (r *ScanResult) Below(provider, tenant string, minVersion uint32) []KeyRef 
 // parse, or an embedded magic that does not parse as a wrapped key is an
 // error, never skipped, since a retire must not destroy a version because
 // a file could not be read. Links to regular files are followed; links to
-// anything else are an error (name their target instead). Other special
+// anything else under a path are an error (name their target instead); a
+// path that is itself a link to a directory is walked. Other special
 // files (FIFOs, devices, sockets) hold no keys and are skipped.
 func Scan(ctx context.Context, paths []string, holders []Holder) (*ScanResult, error) {
 	res := &ScanResult{Kinds: map[string]int{}, Keys: []KeyRef{}}
@@ -155,6 +156,15 @@ func RewrapPaths(ctx context.Context, paths []string, holders []Holder, m *Mover
 // paths itself. It stops at the first error fn or the walk returns.
 func walkFiles(ctx context.Context, paths []string, fn func(path, target string, named bool) error) error {
 	for _, root := range paths {
+		// A link named on the command line is followed even to a
+		// directory: it was named on purpose.
+		if fi, err := os.Lstat(root); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			if st, err := os.Stat(root); err == nil && st.IsDir() {
+				if root, err = filepath.EvalSymlinks(root); err != nil {
+					return fmt.Errorf("scan %s: %w", root, err)
+				}
+			}
+		}
 		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err

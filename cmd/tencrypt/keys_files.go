@@ -58,7 +58,8 @@ temporary file (--copy, or a header that changes size) would lose writes made
 through the mount to the file open at the time.
 
 Links to files are followed and their target is rewritten; links to
-directories are refused. Files under a directory that hold no wrapped key are
+directories found inside a PATH are refused (a PATH that is one is followed).
+Files under a directory that hold no wrapped key are
 left alone; a file named on the command line that holds none is an error, and
 so is a file of another kind that embeds a wrapped key (no rewrap can move it).
 All files are tried; the exit code is that of the first failure. With --json,
@@ -163,7 +164,8 @@ them, if it finds any: rewrap them first ('tencrypt keys rewrap PATH...').
 The check fails closed: a file or directory it cannot read, a file that looks
 like one of those kinds but does not parse, or an embedded wrapped key that
 does not parse stops retire before anything is destroyed. Links to files are
-followed; links to directories are refused (name their target).
+followed; links to directories found inside a PATH are refused (name their
+target; a PATH that is a link is followed).
 
 Without --check it needs --force, which says you have checked yourself.
 --min-version may be at most the current version.`,

@@ -536,6 +536,12 @@ func TestRewrapFollowsLinks(t *testing.T) {
 	if err != nil || len(moved) != 1 || moved[0].Status != keys.StatusRewrapped {
 		t.Fatalf("rewrap through links: %+v, %v", moved, err)
 	}
+	// A link to a directory is followed when it is named itself.
+	dirLink := filepath.Join(t.TempDir(), "data-link")
+	os.Symlink(w.dir, dirLink)
+	if res := w.scan(dirLink); len(res.Keys) != 2 || res.Keys[0].KEKVersion != 2 {
+		t.Fatalf("scan of a named link to a directory: %+v", res)
+	}
 	if fi, _ := os.Lstat(link); fi.Mode()&os.ModeSymlink == 0 {
 		t.Fatal("rewrap replaced the link by a file")
 	}
