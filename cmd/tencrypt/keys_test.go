@@ -463,3 +463,22 @@ func TestKeysRotationWorkflowTransit(t *testing.T) {
 		t.Fatalf("the old PSK after retire: %v", err)
 	}
 }
+
+// TestRewrapShreddedTenant: file rewrap and keys rewrap take one path, and
+// both refuse a shredded tenant's files with exit 9, leaving them as they
+// were.
+func TestRewrapShreddedTenant(t *testing.T) {
+	e := newFileEnv(t)
+	writeFile(t, filepath.Join(e.dir, "d", "a"), []byte("red's data"))
+	e.ok("file", "encrypt", "--tenant", "red", "d/a")
+	before, _ := os.ReadFile(filepath.Join(e.dir, "d", "a.tenc"))
+	e.ok("keys", "shred", "red", "--yes")
+	for _, args := range [][]string{{"file", "rewrap", "d/a.tenc"}, {"keys", "rewrap", "d/a.tenc"}, {"keys", "rewrap", "d"}} {
+		if stderr := e.want(exitcodes.Shredded, args...); !strings.Contains(stderr, "shredded") {
+			t.Fatalf("%v: %s", args, stderr)
+		}
+	}
+	if after, _ := os.ReadFile(filepath.Join(e.dir, "d", "a.tenc")); !bytes.Equal(after, before) {
+		t.Fatal("a refused rewrap changed the file")
+	}
+}
