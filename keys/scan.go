@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // HeadSize is how much of each file Holder.Match sees, and how much of a
@@ -95,6 +96,11 @@ func Scan(ctx context.Context, paths []string, holders []Holder) (*ScanResult, e
 	return res, nil
 }
 
+// rewrapWorkers is how many files RewrapPaths rewraps at once: each file
+// waits on the backend (and the audit log's fsync) three or four times, so a
+// few in flight hide that latency (measured: docs/KEYS.md).
+const rewrapWorkers = 4
+
 // RewrapPaths moves every wrapped key in the files under paths to its
 // tenant's current KEK version, through the Holder of each file, and calls
 // each for every key looked at (and once for every file that failed, with
@@ -102,53 +108,100 @@ func Scan(ctx context.Context, paths []string, holders []Holder) (*ScanResult, e
 // a file reached twice is rewrapped once. A file named in paths that no
 // holder recognises is an error wrapping ErrNotHolder; one found in a
 // directory is skipped, unless it holds embedded wrapped keys
-// (ErrUnknownContainer). All files are tried; the first error is returned.
+// (ErrUnknownContainer). All files are tried; the error of the first file
+// (in walk order) that failed is returned.
+//
+// Files are walked in order, rewrapped rewrapWorkers at a time, and
+// reported in walk order: each is called from one goroutine at a time,
+// never after RewrapPaths returns.
 func RewrapPaths(ctx context.Context, paths []string, holders []Holder, m *Mover, each func(Moved)) error {
-	var first error
-	fail := func(mv Moved, err error) {
-		mv.Status, mv.Error = StatusError, err.Error()
-		each(mv)
-		if first == nil {
-			first = err
-		}
+	type job struct {
+		path, target string
+		named        bool
+		moved        []Moved
+		err          error
+		done         chan struct{}
 	}
-	done := map[string]bool{}
-	err := walkFiles(ctx, paths, func(path, target string, named bool) error {
-		if done[target] {
-			return nil
-		}
-		done[target] = true
-		h, head, err := classify(target, holders)
-		if err != nil {
-			fail(Moved{File: path}, err)
-			return nil
-		}
-		if h == nil {
-			wks, err := findEmbedded(path, head)
-			switch {
-			case err != nil:
-				fail(Moved{File: path, Kind: KindUnknown}, err)
-			case len(wks) > 0:
-				fail(Moved{File: path, Kind: KindUnknown}, fmt.Errorf("%s: %d %w", path, len(wks), ErrUnknownContainer))
-			case named:
-				fail(Moved{File: path}, fmt.Errorf("%s: %w", path, ErrNotHolder))
+	work := make(chan *job)
+	ordered := make(chan *job, 2*rewrapWorkers)
+	var wg sync.WaitGroup
+	for range rewrapWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range work {
+				j.moved, j.err = rewrapFile(ctx, j.path, j.target, j.named, holders, m)
+				close(j.done)
 			}
+		}()
+	}
+	var first error
+	emitted := make(chan struct{})
+	go func() {
+		defer close(emitted)
+		for j := range ordered {
+			<-j.done
+			for _, mv := range j.moved {
+				each(mv)
+			}
+			if j.err != nil && first == nil {
+				first = j.err
+			}
+		}
+	}()
+	seen := map[string]bool{}
+	err := walkFiles(ctx, paths, func(path, target string, named bool) error {
+		if seen[target] {
 			return nil
 		}
-		moved, err := h.Rewrap(ctx, target, m)
-		for _, mv := range moved {
-			mv.File, mv.Kind = path, h.Kind()
-			each(mv)
-		}
-		if err != nil {
-			fail(Moved{File: path, Kind: h.Kind()}, err)
-		}
+		seen[target] = true
+		j := &job{path: path, target: target, named: named, done: make(chan struct{})}
+		ordered <- j
+		work <- j
 		return nil
 	})
+	close(work)
+	close(ordered)
+	wg.Wait()
+	<-emitted
 	if err != nil {
 		return err
 	}
 	return first
+}
+
+// rewrapFile rewraps one file (path as walked, target to write) and
+// returns what to report: the keys looked at, and a Moved with Status
+// "error" if it failed.
+func rewrapFile(ctx context.Context, path, target string, named bool, holders []Holder, m *Mover) ([]Moved, error) {
+	fail := func(moved []Moved, mv Moved, err error) ([]Moved, error) {
+		mv.Status, mv.Error = StatusError, err.Error()
+		return append(moved, mv), err
+	}
+	h, head, err := classify(target, holders)
+	if err != nil {
+		return fail(nil, Moved{File: path}, err)
+	}
+	if h == nil {
+		wks, err := findEmbedded(path, head)
+		switch {
+		case err != nil:
+			return fail(nil, Moved{File: path, Kind: KindUnknown}, err)
+		case len(wks) > 0:
+			return fail(nil, Moved{File: path, Kind: KindUnknown}, fmt.Errorf("%s: %d %w", path, len(wks), ErrUnknownContainer))
+		case named:
+			return fail(nil, Moved{File: path}, fmt.Errorf("%s: %w", path, ErrNotHolder))
+		}
+		return nil, nil
+	}
+	moved, err := h.Rewrap(ctx, target, m)
+	for i := range moved {
+		moved[i].File, moved[i].Kind = path, h.Kind()
+	}
+	if err != nil {
+		return fail(moved, Moved{File: path, Kind: h.Kind()}, err)
+	}
+	return moved, nil
 }
 
 // walkFiles calls fn for every regular file under paths, with the path as
