@@ -2,8 +2,13 @@ package keys
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -51,4 +56,44 @@ func FuzzFindEmbedded(f *testing.F) {
 			}
 		}
 	})
+}
+
+// orderHolder claims every file; the rewrap of "a" waits until "c" is
+// done, so files finish out of order; "b" and "f" fail.
+type orderHolder struct{ cDone chan struct{} }
+
+func (orderHolder) Kind() string                        { return "test" }
+func (orderHolder) Match(string, []byte) bool           { return true }
+func (orderHolder) Keys(*os.File) ([]WrappedKey, error) { return nil, nil }
+func (h orderHolder) Rewrap(_ context.Context, path string, _ *Mover) ([]Moved, error) {
+	switch filepath.Base(path) {
+	case "a":
+		if rewrapWorkers > 2 { // else "c" would never start
+			<-h.cDone
+		}
+	case "c":
+		defer close(h.cDone)
+	case "b", "f":
+		return nil, errors.New("fails: " + filepath.Base(path))
+	}
+	return []Moved{{File: path, Status: StatusCurrent}}, nil
+}
+
+func TestRewrapPathsReportsInWalkOrder(t *testing.T) {
+	dir := t.TempDir()
+	var want []string
+	for _, n := range []string{"a", "b", "c", "d", "e", "f", "g"} {
+		os.WriteFile(filepath.Join(dir, n), []byte(n), 0o600)
+		want = append(want, n)
+	}
+	var got []string
+	err := RewrapPaths(t.Context(), []string{dir}, []Holder{orderHolder{make(chan struct{})}}, nil, func(mv Moved) {
+		got = append(got, filepath.Base(mv.File))
+	})
+	if err == nil || err.Error() != "fails: b" {
+		t.Fatalf("error: %v, want the first file's in walk order (b)", err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("reported %v, want walk order %v", got, want)
+	}
 }
