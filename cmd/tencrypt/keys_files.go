@@ -65,8 +65,8 @@ so is a file of another kind that embeds a wrapped key (no rewrap can move it).
 All files are tried; the exit code is that of the first failure. With --json,
 one entry per wrapped key (with its "kind") and one per failed file.`,
 		Example: `  tencrypt keys rotate blue
-  tencrypt keys rewrap /srv/blue.enc /var/lib/app/keys/ /var/lib/tencrypt-lab/lab.transit.json
-  tencrypt keys retire blue --min-version 2 --check /srv/blue.enc --check /var/lib/app/keys/ --check /var/lib/tencrypt-lab/
+  tencrypt keys rewrap /srv/blue.enc /var/lib/app/keys/ /run/tencrypt/lab/lab.transit.json
+  tencrypt keys retire blue --min-version 2 --check /srv/blue.enc --check /var/lib/app/keys/ --check /run/tencrypt/lab/
   tencrypt keys rewrap --json a.wk b.wk`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -77,10 +77,11 @@ one entry per wrapped key (with its "kind") and one per failed file.`,
 				}
 				defer audit.Close()
 				m := keys.NewMover(keys.NewEnvelope(p, audit, time.Now), caller("keys rewrap"))
-				results := []keys.Moved{}
+				results, failed := []keys.Moved{}, false
 				err = keys.RewrapPaths(ctx, args, keyholders.All(keyholders.Options{CopyFiles: copyFiles}), m, func(mv keys.Moved) {
 					results = append(results, mv)
 					if mv.Status == keys.StatusError {
+						failed = true
 						fmt.Fprintf(cmd.ErrOrStderr(), "tencrypt: %s\n", mv.Error)
 					} else if progress {
 						printMoved(cmd.ErrOrStderr(), mv)
@@ -94,10 +95,10 @@ one entry per wrapped key (with its "kind") and one per failed file.`,
 				}); rerr != nil {
 					return rerr
 				}
-				if err != nil {
+				if err != nil && failed { // already printed, per file
 					return exitError{exitCode(err)}
 				}
-				return nil
+				return err // the walk itself failed
 			})
 		},
 	}
