@@ -34,6 +34,15 @@ type Holder interface {
 	Rewrap(ctx context.Context, path string, m *Mover) ([]Moved, error)
 }
 
+// LinkHolder is implemented by a Holder whose containers keep symbolic
+// links that are data, not links to follow: a volume's symlinks, stored
+// with encrypted targets. The scan skips a link that cannot be followed
+// when OwnsLink returns true for it, instead of failing. OwnsLink may look
+// at the link's directory (one lstat).
+type LinkHolder interface {
+	OwnsLink(path, target string) bool
+}
+
 // Moved reports one wrapped key that Holder.Rewrap looked at.
 type Moved struct {
 	File    string `json:"file"`

@@ -44,11 +44,20 @@ type KeyRef struct {
 // ScanResult is what Scan found.
 type ScanResult struct {
 	// Files is the number of regular files read; Kinds counts them by
-	// holder kind ("other" for files with no wrapped key).
+	// holder kind (KindOther for files with no wrapped key).
 	Files int            `json:"checked_files"`
 	Kinds map[string]int `json:"kinds"`
 	Keys  []KeyRef       `json:"keys"`
+	// Others names the first MaxOthers files of KindOther.
+	Others []string `json:"others"`
 }
+
+// KindOther counts the files no holder recognises and that embed no
+// wrapped key.
+const KindOther = "other"
+
+// MaxOthers bounds ScanResult.Others.
+const MaxOthers = 20
 
 // Below returns the keys of provider and tenant under KEK versions below
 // minVersion: those a retire of minVersion would make unreadable.
@@ -74,15 +83,18 @@ func (r *ScanResult) Below(provider, tenant string, minVersion uint32) []KeyRef 
 // path that is itself a link to a directory is walked. Other special
 // files (FIFOs, devices, sockets) hold no keys and are skipped.
 func Scan(ctx context.Context, paths []string, holders []Holder) (*ScanResult, error) {
-	res := &ScanResult{Kinds: map[string]int{}, Keys: []KeyRef{}}
-	err := walkFiles(ctx, paths, func(path, _ string, _ bool) error {
+	res := &ScanResult{Kinds: map[string]int{}, Keys: []KeyRef{}, Others: []string{}}
+	err := walkFiles(ctx, paths, holders, func(path, _ string, _ bool) error {
 		kind, wks, err := fileKeys(path, holders)
 		if err != nil {
 			return err
 		}
 		res.Files++
 		if kind == "" {
-			kind = "other"
+			kind = KindOther
+			if len(res.Others) < MaxOthers {
+				res.Others = append(res.Others, path)
+			}
 		}
 		res.Kinds[kind]++
 		for _, wk := range wks {
@@ -150,7 +162,7 @@ func RewrapPaths(ctx context.Context, paths []string, holders []Holder, m *Mover
 		}
 	}()
 	seen := map[string]bool{}
-	err := walkFiles(ctx, paths, func(path, target string, named bool) error {
+	err := walkFiles(ctx, paths, holders, func(path, target string, named bool) error {
 		if seen[target] {
 			return nil
 		}
@@ -206,8 +218,10 @@ func rewrapFile(ctx context.Context, path, target string, named bool, holders []
 
 // walkFiles calls fn for every regular file under paths, with the path as
 // walked, the path to write (a link's target) and whether it was named in
-// paths itself. It stops at the first error fn or the walk returns.
-func walkFiles(ctx context.Context, paths []string, fn func(path, target string, named bool) error) error {
+// paths itself. Links that cannot be followed are an error unless one of
+// holders owns them (LinkHolder). It stops at the first error fn or the
+// walk returns.
+func walkFiles(ctx context.Context, paths []string, holders []Holder, fn func(path, target string, named bool) error) error {
 	for _, root := range paths {
 		// A link named on the command line is followed even to a
 		// directory: it was named on purpose.
@@ -232,6 +246,9 @@ func walkFiles(ctx context.Context, paths []string, fn func(path, target string,
 				// link to a file, refuse one to anything else.
 				fi, err := os.Stat(path)
 				if err != nil {
+					if ownedLink(holders, path) {
+						return nil
+					}
 					return fmt.Errorf("symbolic link %s: %w", path, err)
 				}
 				if !fi.Mode().IsRegular() {
@@ -250,6 +267,21 @@ func walkFiles(ctx context.Context, paths []string, fn func(path, target string,
 		}
 	}
 	return nil
+}
+
+// ownedLink reports whether a holder owns the link at path that cannot be
+// followed (LinkHolder).
+func ownedLink(holders []Holder, path string) bool {
+	target, err := os.Readlink(path)
+	if err != nil {
+		return false
+	}
+	for _, h := range holders {
+		if lh, ok := h.(LinkHolder); ok && lh.OwnsLink(path, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // classify reads the head of the file at path and returns the holder that

@@ -258,6 +258,11 @@ func decryptName(t *testing.T, env *keys.Envelope, cdir, enc string) (string, er
 func TestVolumeConfig(t *testing.T) {
 	w := newWorld(t)
 	cdir, enc := w.volume()
+	// A volume's symlink: its stored target is encrypted (base64url), so it
+	// cannot be followed, and the check must not fail on it.
+	if err := os.Symlink("c29tZS1zZWFsZWQtdGFyZ2V0", filepath.Join(cdir, "bGluaw")); err != nil {
+		t.Fatal(err)
+	}
 	before, _ := os.ReadFile(filepath.Join(cdir, names.VolumeFile))
 	w.rotateRewrapRetire("volume", 1)
 	name, err := decryptName(t, w.env, cdir, enc)
@@ -451,6 +456,7 @@ func TestScanFailsClosed(t *testing.T) {
 		{name: "embedded raw magic that does not parse", file: "app.bin", data: []byte("xxTCWK\x01\x05blue"), wantErr: "does not parse"},
 		{name: "link to a directory", file: "dirlink", link: "/", wantErr: "name its target"},
 		{name: "dangling link", file: "dangling", link: "/nonexistent-tencrypt-target", wantErr: "symbolic link"},
+		{name: "dangling link outside a cipher directory", file: "dangling", link: "c29tZS1zZWFsZWQtdGFyZ2V0", wantErr: "symbolic link"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -38,6 +38,23 @@ func (VolumeHolder) Match(path string, head []byte) bool {
 // volumeFormatRE finds the format field of a volume configuration.
 var volumeFormatRE = regexp.MustCompile(`"format"\s*:\s*"` + regexp.QuoteMeta(VolumeFormat) + `"`)
 
+var _ keys.LinkHolder = VolumeHolder{}
+
+// OwnsLink implements keys.LinkHolder: a symbolic link in a cipher
+// directory (one with a DirIVFile) whose target is one component of
+// base64url, as EncryptSymlink stores it, is a volume's symlink. Its target
+// is encrypted, so it cannot be followed; it holds no wrapped key.
+func (VolumeHolder) OwnsLink(path, target string) bool {
+	if target == "" || strings.ContainsAny(target, "/=") {
+		return false
+	}
+	if _, err := b64.DecodeString(target); err != nil {
+		return false
+	}
+	fi, err := os.Lstat(filepath.Join(filepath.Dir(path), DirIVFile))
+	return err == nil && fi.Mode().IsRegular()
+}
+
 // Keys implements keys.Holder: a configuration that does not parse is an
 // error wrapping ErrBadVolume.
 func (VolumeHolder) Keys(f *os.File) ([]keys.WrappedKey, error) {
