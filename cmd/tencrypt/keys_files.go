@@ -24,6 +24,9 @@ import (
 // it was asked to destroy.
 var errStillReferenced = errors.New("wrapped keys still use the versions to retire")
 
+// errUnknownFiles: retire --strict found files of no known kind.
+var errUnknownFiles = errors.New("checked files are of no kind tencrypt knows (the first are listed): move them out of the checked paths, or leave out --strict")
+
 func newKeysRewrapCmd() *cobra.Command {
 	var copyFiles, progress bool
 	cmd := &cobra.Command{
@@ -149,7 +152,7 @@ func summarizeMoved(results []keys.Moved) string {
 func newKeysRetireCmd() *cobra.Command {
 	var minVersion uint32
 	var check []string
-	var force bool
+	var force, strict bool
 	cmd := &cobra.Command{
 		Use:   "retire TENANT --min-version N (--check PATH... | --force)",
 		Short: "Destroy a tenant's KEK versions below N, once nothing uses them (admin)",
@@ -167,6 +170,10 @@ like one of those kinds but does not parse, or an embedded wrapped key that
 does not parse stops retire before anything is destroyed. Links to files are
 followed; links to directories found inside a PATH are refused (name their
 target; a PATH that is a link is followed).
+
+Other files (plaintext, a lab's state) are counted as "other" and do not stop
+retire; with --strict they do, so that every file under the checked paths is
+one tencrypt knows (a volume, a tree of tencrypt files, a blob directory).
 
 Without --check it needs --force, which says you have checked yourself.
 --min-version may be at most the current version.`,
@@ -195,14 +202,26 @@ Without --check it needs --force, which says you have checked yourself.
 					}
 				}
 				stale := scan.Below(p.Name(), tenant, minVersion)
+				others := scan.Kinds[keys.KindOther]
 				out := struct {
 					Tenant       string         `json:"tenant"`
 					MinVersion   uint32         `json:"min_version"`
 					CheckedFiles int            `json:"checked_files"`
 					Kinds        map[string]int `json:"checked_kinds"`
+					Others       []string       `json:"other_files"`
 					StillInUse   []keys.KeyRef  `json:"still_referenced"`
 					Retired      bool           `json:"retired"`
-				}{tenant, minVersion, scan.Files, scan.Kinds, stale, false}
+				}{tenant, minVersion, scan.Files, scan.Kinds, scan.Others, stale, false}
+				if strict && others > 0 {
+					if err := report(cmd, out, func(w io.Writer) {
+						for _, f := range scan.Others {
+							fmt.Fprintf(w, "%s: not a file tencrypt knows\n", f)
+						}
+					}); err != nil {
+						return err
+					}
+					return fmt.Errorf("keys retire --strict: %d %w; nothing was retired", others, errUnknownFiles)
+				}
 				if len(stale) == 0 {
 					if err := p.Retire(ctx, tenant, minVersion); err != nil {
 						return err
@@ -239,6 +258,7 @@ Without --check it needs --force, which says you have checked yourself.
 	cmd.Flags().Uint32Var(&minVersion, "min-version", 0, "oldest version to keep; every version below it is destroyed")
 	cmd.Flags().StringArrayVar(&check, "check", nil, "file or directory to search for wrapped keys still using old versions (repeatable)")
 	cmd.Flags().BoolVar(&force, "force", false, "retire without searching for wrapped keys")
+	cmd.Flags().BoolVar(&strict, "strict", false, "also refuse when a checked file is of no kind tencrypt knows")
 	return cmd
 }
 

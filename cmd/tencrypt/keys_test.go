@@ -376,7 +376,8 @@ func TestKeysRotationWorkflowVolume(t *testing.T) {
 	if kinds["volume"] != 1 || kinds["file"] != 0 {
 		t.Fatalf("rewrap of the volume (its files were rewrapped already): %+v", moved)
 	}
-	if out := e.ok("keys", "retire", "blue", "--min-version", "2", "--check", cipher); !strings.Contains(out, "1 volume") {
+	// --strict: every file of the volume is one the check knows.
+	if out := e.ok("keys", "retire", "blue", "--min-version", "2", "--check", cipher, "--strict"); !strings.Contains(out, "1 volume") {
 		t.Fatalf("retire: %s", out)
 	}
 	m = startMount(t, e, cipher)
@@ -403,6 +404,16 @@ func TestKeysRetireFailsClosed(t *testing.T) {
 	json.Unmarshal([]byte(e.ok("keys", "list", "--json")), &list)
 	if len(list) == 0 || list[0].Tenant != "blue" || list[0].MinVersion != 1 {
 		t.Fatalf("a failed check retired a version: %+v", list)
+	}
+
+	// --strict refuses files of no known kind; without it they are counted.
+	os.Remove(filepath.Join(dir, volnames.VolumeFile))
+	out, stderr, code := e.run("keys", "retire", "blue", "--min-version", "2", "--check", dir, "--strict")
+	if code != exitcodes.Failure || !strings.Contains(out, "ok.txt") || !strings.Contains(stderr, "nothing was retired") {
+		t.Fatalf("retire --strict over a plaintext file: exit %d\n%s%s", code, out, stderr)
+	}
+	if out := e.ok("keys", "retire", "blue", "--min-version", "2", "--check", dir); !strings.Contains(out, "1 other") {
+		t.Fatalf("retire: %s", out)
 	}
 }
 

@@ -27,6 +27,7 @@ func All(o Options) []keys.Holder {
 		keys.BlobHolder{},
 		format.Holder{Copy: o.CopyFiles},
 		names.VolumeHolder{},
+		names.MetadataHolder{},
 		lab.RegistryHolder{},
 	}
 }

@@ -164,3 +164,28 @@ func withNameKey(data []byte, wk keys.WrappedKey) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// MetadataHolder is the keys.Holder of a volume's other metadata files,
+// which hold no wrapped key: directory IVs (DirIVFile) and long names'
+// sidecars. It lets a strict check (keys retire --strict) account for
+// every file of a volume.
+type MetadataHolder struct{}
+
+var _ keys.Holder = MetadataHolder{}
+
+// Kind implements keys.Holder.
+func (MetadataHolder) Kind() string { return "volume-metadata" }
+
+// Match implements keys.Holder: by name.
+func (MetadataHolder) Match(path string, _ []byte) bool {
+	base := filepath.Base(path)
+	return base == DirIVFile || IsSidecar(base)
+}
+
+// Keys implements keys.Holder: none.
+func (MetadataHolder) Keys(*os.File) ([]keys.WrappedKey, error) { return nil, nil }
+
+// Rewrap implements keys.Holder: nothing to move.
+func (MetadataHolder) Rewrap(context.Context, string, *keys.Mover) ([]keys.Moved, error) {
+	return nil, nil
+}
