@@ -84,8 +84,8 @@ func (r *ScanResult) Below(provider, tenant string, minVersion uint32) []KeyRef 
 // files (FIFOs, devices, sockets) hold no keys and are skipped.
 func Scan(ctx context.Context, paths []string, holders []Holder) (*ScanResult, error) {
 	res := &ScanResult{Kinds: map[string]int{}, Keys: []KeyRef{}, Others: []string{}}
-	err := walkFiles(ctx, paths, holders, func(path, _ string, _ bool) error {
-		kind, wks, err := fileKeys(path, holders)
+	err := walkFiles(ctx, paths, holders, func(path, target string, _ bool) error {
+		kind, wks, err := fileKeys(target, holders)
 		if err != nil {
 			return err
 		}
@@ -227,9 +227,11 @@ func walkFiles(ctx context.Context, paths []string, holders []Holder, fn func(pa
 		// directory: it was named on purpose.
 		if fi, err := os.Lstat(root); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
 			if st, err := os.Stat(root); err == nil && st.IsDir() {
-				if root, err = filepath.EvalSymlinks(root); err != nil {
+				resolved, err := filepath.EvalSymlinks(root)
+				if err != nil {
 					return fmt.Errorf("scan %s: %w", root, err)
 				}
+				root = resolved
 			}
 		}
 		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
