@@ -110,8 +110,13 @@ func (m *Mover) Current(ctx context.Context, tenant string) (uint32, error) {
 }
 
 // Stale reports whether wk is under an older KEK version than its
-// tenant's current one, and the current version.
+// tenant's current one, and the current version. A key made by another
+// backend is an error wrapping ErrMismatch: its versions are not this
+// backend's.
 func (m *Mover) Stale(ctx context.Context, wk WrappedKey) (bool, uint32, error) {
+	if name := m.env.Provider().Name(); wk.Provider != name {
+		return false, 0, fmt.Errorf("%w: %v was made by the %q backend, not %q: rewrap it with --backend %s", ErrMismatch, wk, wk.Provider, name, wk.Provider)
+	}
 	cur, err := m.Current(ctx, wk.Tenant)
 	if err != nil {
 		return false, 0, err

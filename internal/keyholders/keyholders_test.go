@@ -433,6 +433,22 @@ func TestRewrapRefusesShreddedTenant(t *testing.T) {
 	}
 }
 
+// TestRewrapRefusesOtherBackend: a key made by another backend is not
+// compared with this backend's versions nor moved.
+func TestRewrapRefusesOtherBackend(t *testing.T) {
+	w := newWorld(t)
+	wk := keys.WrappedKey{Provider: "vault", Tenant: tenant, Purpose: "app", KEKVersion: 9, Ciphertext: make([]byte, 60)}
+	b, _ := wk.MarshalBinary()
+	path := filepath.Join(w.dir, "vault.wk")
+	os.WriteFile(path, b, 0o600)
+	if _, err := w.rewrap(path); !errors.Is(err, keys.ErrMismatch) || !strings.Contains(err.Error(), "--backend vault") {
+		t.Fatalf("rewrap of another backend's key: %v, want ErrMismatch naming the backend", err)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(after, b) {
+		t.Fatal("the file changed")
+	}
+}
+
 // TestScanFailsClosed: every file the scan cannot account for stops it.
 func TestScanFailsClosed(t *testing.T) {
 	w := newWorld(t)
