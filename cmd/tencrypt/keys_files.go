@@ -74,40 +74,45 @@ one entry per wrapped key (with its "kind") and one per failed file.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, cfg keysConfig) error {
-				audit, err := keys.OpenAuditFile(cfg.AuditLog)
-				if err != nil {
-					return err
-				}
-				defer audit.Close()
-				m := keys.NewMover(keys.NewEnvelope(p, audit, time.Now), caller("keys rewrap"))
-				results, failed := []keys.Moved{}, false
-				err = keys.RewrapPaths(ctx, args, keyholders.All(keyholders.Options{CopyFiles: copyFiles}), m, func(mv keys.Moved) {
-					results = append(results, mv)
-					if mv.Status == keys.StatusError {
-						failed = true
-						fmt.Fprintf(cmd.ErrOrStderr(), "tencrypt: %s\n", mv.Error)
-					} else if progress {
-						printMoved(cmd.ErrOrStderr(), mv)
-					}
-				})
-				if rerr := report(cmd, results, func(w io.Writer) {
-					for _, mv := range results {
-						printMoved(w, mv)
-					}
-					fmt.Fprintln(w, summarizeMoved(results))
-				}); rerr != nil {
-					return rerr
-				}
-				if err != nil && failed { // already printed, per file
-					return exitError{exitCode(err)}
-				}
-				return err // the walk itself failed
+				return runKeysRewrap(ctx, cmd, p, cfg, args, copyFiles, progress)
 			})
 		},
 	}
 	cmd.Flags().BoolVar(&copyFiles, "copy", false, "rewrite tencrypt files through a temporary file, never their header in place")
 	cmd.Flags().BoolVar(&progress, "progress", false, "print each key on stderr as it is done")
 	return cmd
+}
+
+// runKeysRewrap rewraps every holder under args and reports.
+func runKeysRewrap(ctx context.Context, cmd *cobra.Command, p keys.KEKProvider, cfg keysConfig, args []string, copyFiles, progress bool) error {
+	audit, err := keys.OpenAuditFile(cfg.AuditLog)
+	if err != nil {
+		return err
+	}
+	defer audit.Close()
+	m := keys.NewMover(keys.NewEnvelope(p, audit, time.Now), caller("keys rewrap"))
+	results, failed := []keys.Moved{}, false
+	err = keys.RewrapPaths(ctx, args, keyholders.All(keyholders.Options{CopyFiles: copyFiles}), m, func(mv keys.Moved) {
+		results = append(results, mv)
+		if mv.Status == keys.StatusError {
+			failed = true
+			fmt.Fprintf(cmd.ErrOrStderr(), "tencrypt: %s\n", mv.Error)
+		} else if progress {
+			printMoved(cmd.ErrOrStderr(), mv)
+		}
+	})
+	if rerr := report(cmd, results, func(w io.Writer) {
+		for _, mv := range results {
+			printMoved(w, mv)
+		}
+		fmt.Fprintln(w, summarizeMoved(results))
+	}); rerr != nil {
+		return rerr
+	}
+	if err != nil && failed { // already printed, per file
+		return exitError{exitCode(err)}
+	}
+	return err // the walk itself failed
 }
 
 func printMoved(w io.Writer, mv keys.Moved) {
@@ -194,64 +199,7 @@ Without --check it needs --force, which says you have checked yourself.
 				return usageError{errors.New("keys retire: say where wrapped keys live (--check PATH) so retire can make sure none still needs the old versions, or pass --force")}
 			}
 			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, _ keysConfig) error {
-				scan := &keys.ScanResult{Kinds: map[string]int{}, Keys: []keys.KeyRef{}}
-				if len(check) > 0 {
-					var err error
-					if scan, err = keys.Scan(ctx, check, keyholders.All(keyholders.Options{})); err != nil {
-						return fmt.Errorf("keys retire: %w; nothing was retired (the check must read every file: repair or remove it, or check yourself and use --force)", err)
-					}
-				}
-				stale := scan.Below(p.Name(), tenant, minVersion)
-				others := scan.Kinds[keys.KindOther]
-				out := struct {
-					Tenant       string         `json:"tenant"`
-					MinVersion   uint32         `json:"min_version"`
-					CheckedFiles int            `json:"checked_files"`
-					Kinds        map[string]int `json:"checked_kinds"`
-					Others       []string       `json:"other_files"`
-					StillInUse   []keys.KeyRef  `json:"still_referenced"`
-					Retired      bool           `json:"retired"`
-				}{tenant, minVersion, scan.Files, scan.Kinds, scan.Others, stale, false}
-				if strict && others > 0 {
-					if err := report(cmd, out, func(w io.Writer) {
-						for _, f := range scan.Others {
-							fmt.Fprintf(w, "%s: not a file tencrypt knows\n", f)
-						}
-					}); err != nil {
-						return err
-					}
-					return fmt.Errorf("keys retire --strict: %d %w; nothing was retired", others, errUnknownFiles)
-				}
-				if len(stale) == 0 {
-					if err := p.Retire(ctx, tenant, minVersion); err != nil {
-						return err
-					}
-					out.Retired = true
-				}
-				if err := report(cmd, out, func(w io.Writer) {
-					for _, r := range stale {
-						fmt.Fprintf(w, "%s (%s): tenant %s, purpose %s, version %d\n", r.File, r.Kind, r.Tenant, r.Purpose, r.KEKVersion)
-					}
-					if out.Retired {
-						fmt.Fprintf(w, "tenant %s: versions below %d destroyed (%d files checked: %s)\n", tenant, minVersion, scan.Files, kindCounts(scan.Kinds))
-					}
-				}); err != nil {
-					return err
-				}
-				if len(stale) > 0 {
-					unknown := 0
-					for _, r := range stale {
-						if r.Kind == keys.KindUnknown {
-							unknown++
-						}
-					}
-					hint := "rewrap them first (tencrypt keys rewrap PATH...)"
-					if unknown > 0 {
-						hint += fmt.Sprintf("; %d are in files of a kind tencrypt cannot rewrap: %v", unknown, keys.ErrUnknownContainer)
-					}
-					return fmt.Errorf("keys retire: %d %w below %d; nothing was retired: %s", len(stale), errStillReferenced, minVersion, hint)
-				}
-				return nil
+				return runKeysRetire(ctx, cmd, p, tenant, minVersion, check, strict)
 			})
 		},
 	}
@@ -260,6 +208,69 @@ Without --check it needs --force, which says you have checked yourself.
 	cmd.Flags().BoolVar(&force, "force", false, "retire without searching for wrapped keys")
 	cmd.Flags().BoolVar(&strict, "strict", false, "also refuse when a checked file is of no kind tencrypt knows")
 	return cmd
+}
+
+// runKeysRetire checks the paths (fail closed) and retires only if no
+// wrapped key still needs the versions below minVersion.
+func runKeysRetire(ctx context.Context, cmd *cobra.Command, p keys.KEKProvider, tenant string, minVersion uint32, check []string, strict bool) error {
+	scan := &keys.ScanResult{Kinds: map[string]int{}, Keys: []keys.KeyRef{}}
+	if len(check) > 0 {
+		var err error
+		if scan, err = keys.Scan(ctx, check, keyholders.All(keyholders.Options{})); err != nil {
+			return fmt.Errorf("keys retire: %w; nothing was retired (the check must read every file: repair or remove it, or check yourself and use --force)", err)
+		}
+	}
+	stale := scan.Below(p.Name(), tenant, minVersion)
+	others := scan.Kinds[keys.KindOther]
+	out := struct {
+		Tenant       string         `json:"tenant"`
+		MinVersion   uint32         `json:"min_version"`
+		CheckedFiles int            `json:"checked_files"`
+		Kinds        map[string]int `json:"checked_kinds"`
+		Others       []string       `json:"other_files"`
+		StillInUse   []keys.KeyRef  `json:"still_referenced"`
+		Retired      bool           `json:"retired"`
+	}{tenant, minVersion, scan.Files, scan.Kinds, scan.Others, stale, false}
+	if strict && others > 0 {
+		if err := report(cmd, out, func(w io.Writer) {
+			for _, f := range scan.Others {
+				fmt.Fprintf(w, "%s: not a file tencrypt knows\n", f)
+			}
+		}); err != nil {
+			return err
+		}
+		return fmt.Errorf("keys retire --strict: %d %w; nothing was retired", others, errUnknownFiles)
+	}
+	if len(stale) == 0 {
+		if err := p.Retire(ctx, tenant, minVersion); err != nil {
+			return err
+		}
+		out.Retired = true
+	}
+	if err := report(cmd, out, func(w io.Writer) {
+		for _, r := range stale {
+			fmt.Fprintf(w, "%s (%s): tenant %s, purpose %s, version %d\n", r.File, r.Kind, r.Tenant, r.Purpose, r.KEKVersion)
+		}
+		if out.Retired {
+			fmt.Fprintf(w, "tenant %s: versions below %d destroyed (%d files checked: %s)\n", tenant, minVersion, scan.Files, kindCounts(scan.Kinds))
+		}
+	}); err != nil {
+		return err
+	}
+	if len(stale) > 0 {
+		unknown := 0
+		for _, r := range stale {
+			if r.Kind == keys.KindUnknown {
+				unknown++
+			}
+		}
+		hint := "rewrap them first (tencrypt keys rewrap PATH...)"
+		if unknown > 0 {
+			hint += fmt.Sprintf("; %d are in files of a kind tencrypt cannot rewrap: %v", unknown, keys.ErrUnknownContainer)
+		}
+		return fmt.Errorf("keys retire: %d %w below %d; nothing was retired: %s", len(stale), errStillReferenced, minVersion, hint)
+	}
+	return nil
 }
 
 // kindCounts prints files per kind: "2 file, 1 volume, 3 other".
