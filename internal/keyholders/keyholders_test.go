@@ -550,18 +550,27 @@ func TestRewrapFollowsLinks(t *testing.T) {
 	link := filepath.Join(w.dir, "link.wk")
 	os.Symlink(target, link)
 	os.Symlink(target, filepath.Join(w.dir, "link2.wk"))
+	if err := os.Link(target, filepath.Join(w.dir, "hardlink.wk")); err != nil {
+		t.Fatal(err)
+	}
 	w.p.Rotate(ctx, tenant)
-	if stale := w.scan(w.dir).Below(w.p.Name(), tenant, 2); len(stale) != 2 {
+	if stale := w.scan(w.dir).Below(w.p.Name(), tenant, 2); len(stale) != 3 {
 		t.Fatalf("keys behind links not found: %+v", stale)
 	}
+	// The hard link is a file of its own for the walk: replaced by its
+	// rewrapped copy (the link between them is broken, as by any atomic
+	// replacement); the target is rewritten once for its two links.
 	moved, err := w.rewrap(w.dir)
-	if err != nil || len(moved) != 1 || moved[0].Status != keys.StatusRewrapped {
+	if err != nil || len(moved) != 2 || moved[0].Status != keys.StatusRewrapped || moved[1].Status != keys.StatusRewrapped {
 		t.Fatalf("rewrap through links: %+v, %v", moved, err)
+	}
+	if stale := w.scan(w.dir).Below(w.p.Name(), tenant, 2); len(stale) != 0 {
+		t.Fatalf("after rewrap through links: %+v", stale)
 	}
 	// A link to a directory is followed when it is named itself.
 	dirLink := filepath.Join(t.TempDir(), "data-link")
 	os.Symlink(w.dir, dirLink)
-	if res := w.scan(dirLink); len(res.Keys) != 2 || res.Keys[0].KEKVersion != 2 {
+	if res := w.scan(dirLink); len(res.Keys) != 3 || res.Keys[0].KEKVersion != 2 {
 		t.Fatalf("scan of a named link to a directory: %+v", res)
 	}
 	if fi, _ := os.Lstat(link); fi.Mode()&os.ModeSymlink == 0 {
