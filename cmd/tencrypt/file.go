@@ -743,10 +743,17 @@ inside the first disk sector. Otherwise, or with --copy, the file is rewritten
 through a temporary file that is synced and renamed over it, so a crash
 leaves the old or the new file. Every unwrap and rewrap is audited.
 
+Only tencrypt files are rewrapped. A volume's configuration (tencrypt.volume),
+wrapped-key blob files and the transit registry hold wrapped keys too: 'keys
+rewrap PATH...' moves every kind, tencrypt files included, and 'keys retire
+--check' refuses while any of them is left under an old version.
+
 All files are tried; the exit code is that of the first failure.`,
 		Example: `  tencrypt keys rotate blue
   tencrypt file rewrap -r data.enc/
-  tencrypt keys retire blue --min-version 2 --check data.enc/`,
+  tencrypt keys retire blue --min-version 2 --check data.enc/
+  # A volume: its configuration too, so use keys rewrap
+  tencrypt keys rewrap /srv/blue.enc && tencrypt keys retire blue --min-version 2 --check /srv/blue.enc`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			files, err := tencFiles(args, recursive)
@@ -764,11 +771,11 @@ All files are tried; the exit code is that of the first failure.`,
 					return err
 				}
 				defer closeEnv()
-				current := map[string]uint32{}
+				m := keys.NewMover(env, caller("file rewrap"))
 				var results []fileRewrapResult
 				var first error
 				for _, file := range files {
-					r, err := rewrapTencFile(ctx, env, p, current, file, copyAlways)
+					r, err := rewrapTencFile(ctx, m, file, copyAlways)
 					if err != nil {
 						r.Status, r.Error = "error", err.Error()
 						fmt.Fprintf(cmd.ErrOrStderr(), "tencrypt: %v\n", err)
@@ -802,63 +809,16 @@ All files are tried; the exit code is that of the first failure.`,
 	return cmd
 }
 
-func rewrapTencFile(ctx context.Context, env *keys.Envelope, p keys.KEKProvider, current map[string]uint32, file string, copyAlways bool) (fileRewrapResult, error) {
+// rewrapTencFile moves one tencrypt file's key through format.Holder, the
+// path 'keys rewrap' takes too.
+func rewrapTencFile(ctx context.Context, m *keys.Mover, file string, copyAlways bool) (fileRewrapResult, error) {
 	r := fileRewrapResult{File: file}
-	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	moved, err := format.Holder{Copy: copyAlways}.Rewrap(ctx, file, m)
 	if err != nil {
 		return r, err
 	}
-	defer f.Close()
-	h, err := format.ReadHeader(f)
-	if err != nil {
-		return r, fmt.Errorf("%s: %w", file, err)
-	}
-	r.Tenant, r.From = h.Key.Tenant, h.Key.KEKVersion
-	cur, ok := current[h.Key.Tenant]
-	if !ok {
-		ti, err := p.Tenant(ctx, h.Key.Tenant)
-		if err != nil {
-			return r, fmt.Errorf("%s: %w", file, err)
-		}
-		cur = ti.Current
-		current[h.Key.Tenant] = cur
-	}
-	if h.Key.KEKVersion == cur {
-		r.Status, r.To = "current", cur
-		return r, nil
-	}
-	nh, err := format.Rewrap(h, fileUnwrapper(ctx, env, "", "file rewrap"), func(wk keys.WrappedKey) (keys.WrappedKey, error) {
-		return env.Rewrap(ctx, wk, format.Purpose, caller("file rewrap"))
-	}, format.WithPath(file))
-	if err != nil {
-		return r, err
-	}
-	r.To = nh.Key.KEKVersion
-	if nh.Size() == h.Size() && !copyAlways {
-		if _, err := f.WriteAt(nh.Bytes(), 0); err != nil {
-			return r, fmt.Errorf("%s: write the new header: %w", file, err)
-		}
-		if err := f.Sync(); err != nil {
-			return r, fmt.Errorf("%s: %w", file, err)
-		}
-		r.Status, r.Method = "rewrapped", "in-place"
-		return r, nil
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return r, err
-	}
-	err = writeAtomic(file, fi.Mode().Perm(), true, func(w io.Writer) error {
-		if _, err := w.Write(nh.Bytes()); err != nil {
-			return err
-		}
-		_, err := io.Copy(w, io.NewSectionReader(f, int64(h.Size()), fi.Size()-int64(h.Size())))
-		return err
-	})
-	if err != nil {
-		return r, fmt.Errorf("%s: %w (the file is unchanged)", file, err)
-	}
-	r.Status, r.Method = "rewrapped", "copy"
+	mv := moved[0]
+	r.Tenant, r.From, r.To, r.Status, r.Method = mv.Tenant, mv.From, mv.To, mv.Status, mv.Method
 	return r, nil
 }
 

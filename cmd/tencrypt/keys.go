@@ -37,10 +37,6 @@ func init() {
 	registerErrorCode(backend.ErrUnknownBackend, exitcodes.Usage)
 }
 
-// errStillReferenced: retire found wrapped keys that still use the versions
-// it was asked to destroy.
-var errStillReferenced = errors.New("wrapped keys still use the versions to retire")
-
 func newKeysCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "keys",
@@ -67,8 +63,8 @@ print one JSON document on stdout. docs/KEYS.md has the details.`,
 
   # Rotate, move wrapped keys to the new version, drop the old one
   tencrypt keys rotate blue
-  tencrypt keys rewrap blobs/*.wk
-  tencrypt keys retire blue --min-version 2 --check blobs/
+  tencrypt keys rewrap blobs/ /srv/blue.enc
+  tencrypt keys retire blue --min-version 2 --check blobs/ --check /srv/blue.enc
 
   # Destroy a tenant's keys for good
   tencrypt keys shred red --yes`,
@@ -457,191 +453,6 @@ tenants are listed too, as tombstones. It changes nothing.`,
 // caller names this process in audit records.
 func caller(cmd string) string {
 	return fmt.Sprintf("tencrypt %s (uid %d, pid %d)", cmd, os.Getuid(), os.Getpid())
-}
-
-type rewrapResult struct {
-	File    string `json:"file"`
-	Tenant  string `json:"tenant,omitempty"`
-	Purpose string `json:"purpose,omitempty"`
-	From    uint32 `json:"from_version,omitempty"`
-	To      uint32 `json:"to_version,omitempty"`
-	// Status is "rewrapped", "current" (already at the current version) or
-	// "error".
-	Status string `json:"status"`
-	Error  string `json:"error,omitempty"`
-}
-
-func newKeysRewrapCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "rewrap FILE...",
-		Short: "Move wrapped-key files to their tenant's current KEK version",
-		Long: `rewrap reads each FILE as a wrapped-key blob (docs/WRAPPED-KEY.md), rewraps
-it under the tenant's current KEK version and replaces the file atomically
-(temporary file, fsync, rename), keeping its mode. Files already at the
-current version are left alone. The DEK never leaves the backend when it can
-rewrap itself (Vault); otherwise it exists only in this process's memory and
-is zeroed at once. Every rewrap is written to the audit log first; if that
-fails the file is not changed.
-
-All files are tried; the exit code is that of the first failure.`,
-		Example: `  tencrypt keys rotate blue
-  tencrypt keys rewrap /var/lib/app/*.wk
-  tencrypt keys rewrap --json a.wk b.wk`,
-		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, cfg keysConfig) error {
-				audit, err := keys.OpenAuditFile(cfg.AuditLog)
-				if err != nil {
-					return err
-				}
-				defer audit.Close()
-				env := keys.NewEnvelope(p, audit, time.Now)
-				current := map[string]uint32{}
-				var results []rewrapResult
-				var firstErr error
-				for _, file := range args {
-					r, err := rewrapFile(ctx, env, p, current, file)
-					if err != nil {
-						r.Status, r.Error = "error", err.Error()
-						if firstErr == nil {
-							firstErr = err
-						}
-					}
-					results = append(results, r)
-				}
-				if err := report(cmd, results, func(w io.Writer) {
-					for _, r := range results {
-						switch r.Status {
-						case "rewrapped":
-							fmt.Fprintf(w, "%s: tenant %s, version %d -> %d\n", r.File, r.Tenant, r.From, r.To)
-						case "current":
-							fmt.Fprintf(w, "%s: tenant %s, already at current version %d\n", r.File, r.Tenant, r.From)
-						}
-					}
-				}); err != nil {
-					return err
-				}
-				return firstErr
-			})
-		},
-	}
-}
-
-func rewrapFile(ctx context.Context, env *keys.Envelope, p keys.KEKProvider, current map[string]uint32, file string) (rewrapResult, error) {
-	r := rewrapResult{File: file}
-	wk, err := readBlob(file)
-	if err != nil {
-		return r, err
-	}
-	r.Tenant, r.Purpose, r.From = wk.Tenant, wk.Purpose, wk.KEKVersion
-	cur, ok := current[wk.Tenant]
-	if !ok {
-		ti, err := p.Tenant(ctx, wk.Tenant)
-		if err != nil {
-			return r, fmt.Errorf("%s: %w", file, err)
-		}
-		if ti.Shredded {
-			return r, fmt.Errorf("%s: tenant %q: %w", file, wk.Tenant, keys.ErrShredded)
-		}
-		cur = ti.Current
-		current[wk.Tenant] = cur
-	}
-	if wk.KEKVersion == cur {
-		r.Status, r.To = "current", cur
-		return r, nil
-	}
-	nwk, err := env.Rewrap(ctx, wk, wk.Purpose, caller("keys rewrap"))
-	if err != nil {
-		return r, fmt.Errorf("%s: %w", file, err)
-	}
-	b, err := nwk.MarshalBinary()
-	if err != nil {
-		return r, fmt.Errorf("%s: %w", file, err)
-	}
-	if err := replaceFile(file, b); err != nil {
-		return r, fmt.Errorf("%s: write the rewrapped key: %w (the file is unchanged)", file, err)
-	}
-	r.Status, r.To = "rewrapped", nwk.KEKVersion
-	return r, nil
-}
-
-func newKeysRetireCmd() *cobra.Command {
-	var minVersion uint32
-	var check []string
-	var force bool
-	cmd := &cobra.Command{
-		Use:   "retire TENANT --min-version N (--check PATH... | --force)",
-		Short: "Destroy a tenant's KEK versions below N, once nothing uses them (admin)",
-		Long: `retire destroys every KEK version of TENANT below --min-version, for good:
-anything still wrapped under them can no longer be opened. So retire first
-searches the files and directories given with --check for wrapped keys of
-TENANT below that version (blob files, and keys embedded in the first 64 KiB
-of encrypted files), and refuses, listing them, if it finds any: rewrap them
-first. Without --check it needs --force, which says you have checked
-yourself. --min-version may be at most the current version.`,
-		Example: `  tencrypt keys rewrap blobs/*.wk
-  tencrypt keys retire blue --min-version 3 --check blobs/ --check /srv/data
-  tencrypt keys retire blue --min-version 3 --force`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			tenant, err := tenantArg(args)
-			if err != nil {
-				return err
-			}
-			if minVersion == 0 {
-				return usageError{errors.New("keys retire: --min-version is required")}
-			}
-			if len(check) == 0 && !force {
-				return usageError{errors.New("keys retire: say where wrapped keys live (--check PATH) so retire can make sure none still needs the old versions, or pass --force")}
-			}
-			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, _ keysConfig) error {
-				refs, files, err := scanBlobs(check, p.Name())
-				if err != nil {
-					return err
-				}
-				var stale []blobRef
-				for _, r := range refs {
-					if r.Tenant == tenant && r.KEKVersion < minVersion {
-						stale = append(stale, r)
-					}
-				}
-				out := struct {
-					Tenant       string    `json:"tenant"`
-					MinVersion   uint32    `json:"min_version"`
-					CheckedFiles int       `json:"checked_files"`
-					StillInUse   []blobRef `json:"still_referenced"`
-					Retired      bool      `json:"retired"`
-				}{tenant, minVersion, files, stale, false}
-				if out.StillInUse == nil {
-					out.StillInUse = []blobRef{}
-				}
-				if len(stale) == 0 {
-					if err := p.Retire(ctx, tenant, minVersion); err != nil {
-						return err
-					}
-					out.Retired = true
-				}
-				if err := report(cmd, out, func(w io.Writer) {
-					for _, r := range stale {
-						fmt.Fprintf(w, "%s (offset %d): tenant %s, version %d\n", r.File, r.Offset, r.Tenant, r.KEKVersion)
-					}
-					if out.Retired {
-						fmt.Fprintf(w, "tenant %s: versions below %d destroyed (%d files checked)\n", tenant, minVersion, files)
-					}
-				}); err != nil {
-					return err
-				}
-				if len(stale) > 0 {
-					return fmt.Errorf("keys retire: %d %w below %d; nothing was retired: rewrap them first (tencrypt keys rewrap FILE...)", len(stale), errStillReferenced, minVersion)
-				}
-				return nil
-			})
-		},
-	}
-	cmd.Flags().Uint32Var(&minVersion, "min-version", 0, "oldest version to keep; every version below it is destroyed")
-	cmd.Flags().StringArrayVar(&check, "check", nil, "file or directory to search for wrapped keys still using old versions (repeatable)")
-	cmd.Flags().BoolVar(&force, "force", false, "retire without searching for wrapped keys")
-	return cmd
 }
 
 func newKeysShredCmd() *cobra.Command {

@@ -10,12 +10,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tencrypt/tencrypt/internal/exitcodes"
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/keys/local"
+	volnames "github.com/tencrypt/tencrypt/rest/names"
 )
 
 var (
@@ -173,7 +175,7 @@ func TestKeysCLIEndToEnd(t *testing.T) {
 	}
 	e.want(exitcodes.Usage, "keys", "retire", "blue", "--min-version", "2")
 
-	var rw []rewrapResult
+	var rw []keys.Moved
 	json.Unmarshal([]byte(e.ok("keys", "rewrap", blobFile, "--json")), &rw)
 	if len(rw) != 1 || rw[0].Status != "rewrapped" || rw[0].From != 1 || rw[0].To != 2 {
 		t.Fatalf("rewrap --json: %+v", rw)
@@ -182,7 +184,7 @@ func TestKeysCLIEndToEnd(t *testing.T) {
 		t.Fatalf("rewrap changed the file mode to %v", fi.Mode().Perm())
 	}
 	e.ok("keys", "retire", "blue", "--min-version", "2", "--check", blobDir)
-	nwk, err := readBlob(blobFile)
+	nwk, err := keys.ReadBlobFile(blobFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,3 +327,174 @@ func TestKeysConfigPrecedence(t *testing.T) {
 type memAudit struct{ n int }
 
 func (a *memAudit) Record(_ context.Context, _ keys.AuditRecord) error { a.n++; return nil }
+
+// TestKeysRotationWorkflowVolume is issue 16's data loss, step by step: a
+// volume written through the mount, the KEK rotated, its files rewrapped
+// with 'file rewrap -r'. retire --check must now refuse (the volume's name
+// key is still under version 1); 'keys rewrap' moves it; retire then
+// succeeds and the volume mounts and reads as before.
+func TestKeysRotationWorkflowVolume(t *testing.T) {
+	e := newFileEnv(t)
+	cipher := filepath.Join(e.dir, "cipher")
+	e.ok("volume", "init", cipher, "--tenant", "blue")
+	m := startMount(t, e, cipher)
+	content := randomBytes(5000, 9)
+	writeFile(t, filepath.Join(m.dir, "docs", "payroll.xlsx"), content)
+	// A symbolic link in the volume: stored with an encrypted target, which
+	// the check must not take for a link it cannot follow.
+	if err := os.Symlink("docs/payroll.xlsx", filepath.Join(m.dir, "latest")); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t, syscall.SIGTERM)
+
+	e.ok("keys", "rotate", "blue")
+	e.ok("file", "rewrap", "-r", cipher)
+	out, stderr, code := e.run("keys", "retire", "blue", "--min-version", "2", "--check", cipher, "--json")
+	var res struct {
+		Retired    bool          `json:"retired"`
+		StillInUse []keys.KeyRef `json:"still_referenced"`
+	}
+	json.Unmarshal([]byte(out), &res)
+	if code != exitcodes.Failure || res.Retired || len(res.StillInUse) != 1 || res.StillInUse[0].Kind != "volume" ||
+		filepath.Base(res.StillInUse[0].File) != volnames.VolumeFile || !strings.Contains(stderr, "keys rewrap") {
+		t.Fatalf("retire with the volume's name key under version 1: exit %d, %+v\n%s", code, res, stderr)
+	}
+
+	var moved []keys.Moved
+	if err := json.Unmarshal([]byte(e.ok("keys", "rewrap", cipher, "--json")), &moved); err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, mv := range moved {
+		if mv.To != 2 {
+			t.Fatalf("rewrap: %+v", mv)
+		}
+		if mv.Status == keys.StatusRewrapped {
+			kinds[mv.Kind]++
+		}
+	}
+	if kinds["volume"] != 1 || kinds["file"] != 0 {
+		t.Fatalf("rewrap of the volume (its files were rewrapped already): %+v", moved)
+	}
+	// --strict: every file of the volume is one the check knows.
+	if out := e.ok("keys", "retire", "blue", "--min-version", "2", "--check", cipher, "--strict"); !strings.Contains(out, "1 volume") {
+		t.Fatalf("retire: %s", out)
+	}
+	m = startMount(t, e, cipher)
+	got, err := os.ReadFile(filepath.Join(m.dir, "latest"))
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("the volume after rotate, rewrap and retire: %v\n%s", err, m.stderr)
+	}
+	m.stop(t, syscall.SIGTERM)
+}
+
+// TestKeysRetireFailsClosed: a file retire cannot read stops it, and no
+// version is destroyed.
+func TestKeysRetireFailsClosed(t *testing.T) {
+	e := newFileEnv(t)
+	e.ok("keys", "rotate", "blue")
+	dir := filepath.Join(e.dir, "check")
+	writeFile(t, filepath.Join(dir, "ok.txt"), []byte("plain"))
+	writeFile(t, filepath.Join(dir, volnames.VolumeFile), []byte(`{"format": "tencrypt-volume", "version": 1, "name_key": "bm90IGEga2V5"}`))
+	_, stderr, code := e.run("keys", "retire", "blue", "--min-version", "2", "--check", dir)
+	if code == 0 || !strings.Contains(stderr, "nothing was retired") || !strings.Contains(stderr, volnames.VolumeFile) {
+		t.Fatalf("retire over an unreadable volume configuration: exit %d\n%s", code, stderr)
+	}
+	var list []keys.TenantInfo
+	json.Unmarshal([]byte(e.ok("keys", "list", "--json")), &list)
+	if len(list) == 0 || list[0].Tenant != "blue" || list[0].MinVersion != 1 {
+		t.Fatalf("a failed check retired a version: %+v", list)
+	}
+
+	// --strict refuses files of no known kind; without it they are counted.
+	os.Remove(filepath.Join(dir, volnames.VolumeFile))
+	out, stderr, code := e.run("keys", "retire", "blue", "--min-version", "2", "--check", dir, "--strict")
+	if code != exitcodes.Failure || !strings.Contains(out, "ok.txt") || !strings.Contains(stderr, "nothing was retired") {
+		t.Fatalf("retire --strict over a plaintext file: exit %d\n%s%s", code, out, stderr)
+	}
+	if out := e.ok("keys", "retire", "blue", "--min-version", "2", "--check", dir); !strings.Contains(out, "1 other") {
+		t.Fatalf("retire: %s", out)
+	}
+}
+
+// TestKeysRotationWorkflowTransit: the transit registry's wrapped PSK, as
+// 'transit enroll' stores it, blocks retire until 'keys rewrap' moves it;
+// the moved PSK is the same key.
+func TestKeysRotationWorkflowTransit(t *testing.T) {
+	e := newFileEnv(t)
+	state := filepath.Join(e.dir, "lab-state")
+	reg := filepath.Join(state, "demo.transit.json")
+	e.ok("transit", "enroll", "blue", "--name", "demo", "--state-dir", state)
+	readPSK := func() keys.WrappedKey {
+		t.Helper()
+		var st struct {
+			Tenants map[string]struct {
+				PSK []byte `json:"psk"`
+			} `json:"tenants"`
+		}
+		data, err := os.ReadFile(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wk keys.WrappedKey
+		if err := json.Unmarshal(data, &st); err != nil {
+			t.Fatal(err)
+		}
+		if err := wk.UnmarshalBinary(st.Tenants["blue"].PSK); err != nil {
+			t.Fatal(err)
+		}
+		return wk
+	}
+	before := readPSK()
+	p, err := local.Open(t.Context(), local.Config{Path: filepath.Join(e.dir, "keyring"), KeyFile: filepath.Join(e.dir, "admin.key")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	env := keys.NewEnvelope(p, &memAudit{}, time.Now)
+	psk0, err := env.Unwrap(t.Context(), before, before.Purpose, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer psk0.Zero()
+	e.ok("keys", "rotate", "blue")
+	out, _, code := e.run("keys", "retire", "blue", "--min-version", "2", "--check", state, "--json")
+	if code != exitcodes.Failure || !strings.Contains(out, "transit-registry") {
+		t.Fatalf("retire with the transit PSK under version 1: exit %d\n%s", code, out)
+	}
+	if out := e.ok("keys", "rewrap", reg); !strings.Contains(out, "transit-registry: 1 rewrapped") {
+		t.Fatalf("rewrap of the registry: %s", out)
+	}
+	e.ok("keys", "retire", "blue", "--min-version", "2", "--check", state)
+	after := readPSK()
+	if after.KEKVersion != 2 {
+		t.Fatalf("PSK after rewrap: %v", after)
+	}
+	psk, err := env.Unwrap(t.Context(), after, before.Purpose, "test")
+	if err != nil || !psk.Equal(&psk0) {
+		t.Fatalf("the rewrapped PSK does not open to the same key: %v", err)
+	}
+	defer psk.Zero()
+	if _, err := env.Unwrap(t.Context(), before, before.Purpose, "test"); !errors.Is(err, keys.ErrUnknownKeyVersion) {
+		t.Fatalf("the old PSK after retire: %v", err)
+	}
+}
+
+// TestRewrapShreddedTenant: file rewrap and keys rewrap take one path, and
+// both refuse a shredded tenant's files with exit 9, leaving them as they
+// were.
+func TestRewrapShreddedTenant(t *testing.T) {
+	e := newFileEnv(t)
+	writeFile(t, filepath.Join(e.dir, "d", "a"), []byte("red's data"))
+	e.ok("file", "encrypt", "--tenant", "red", "d/a")
+	before, _ := os.ReadFile(filepath.Join(e.dir, "d", "a.tenc"))
+	e.ok("keys", "shred", "red", "--yes")
+	for _, args := range [][]string{{"file", "rewrap", "d/a.tenc"}, {"keys", "rewrap", "d/a.tenc"}, {"keys", "rewrap", "d"}} {
+		if stderr := e.want(exitcodes.Shredded, args...); !strings.Contains(stderr, "shredded") {
+			t.Fatalf("%v: %s", args, stderr)
+		}
+	}
+	if after, _ := os.ReadFile(filepath.Join(e.dir, "d", "a.tenc")); !bytes.Equal(after, before) {
+		t.Fatal("a refused rewrap changed the file")
+	}
+}

@@ -1,0 +1,99 @@
+package keys
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// FuzzFindEmbedded: the search of files of unknown kind never panics;
+// every key it returns is valid; and a blob it is given in any of its
+// encodings, after arbitrary bytes, is found (unless those bytes hold a
+// magic that does not parse, which is then an error).
+func FuzzFindEmbedded(f *testing.F) {
+	wk := WrappedKey{Provider: "local", Tenant: "blue", Purpose: "file", KEKVersion: 7, Ciphertext: bytes.Repeat([]byte{0xab}, 60)}
+	blob, _ := wk.MarshalBinary()
+	f.Add([]byte("name_key: "), uint8(0))
+	f.Add([]byte("TCWK\x01"), uint8(1))
+	f.Add([]byte("VENXSw"), uint8(2))
+	f.Add([]byte("5443574b01"), uint8(3))
+	f.Fuzz(func(t *testing.T, prefix []byte, enc uint8) {
+		var embedded []byte
+		switch enc % 4 {
+		case 0:
+			embedded = blob
+		case 1:
+			embedded = []byte(base64.StdEncoding.EncodeToString(blob))
+		case 2:
+			embedded = []byte(base64.RawURLEncoding.EncodeToString(blob))
+		case 3:
+			embedded = []byte(hex.EncodeToString(blob))
+		}
+		data := append(append(bytes.Clone(prefix), ' '), embedded...)
+		data = append(data, '"')
+		for i, in := range [][]byte{prefix, data} {
+			wks, err := findEmbedded("fuzz", in)
+			for _, k := range wks {
+				if err := k.Validate(); err != nil {
+					t.Fatalf("returned an invalid key: %v", err)
+				}
+			}
+			if err != nil || i == 0 {
+				continue
+			}
+			found := false
+			for _, k := range wks {
+				found = found || (k.Tenant == wk.Tenant && k.KEKVersion == wk.KEKVersion && bytes.Equal(k.Ciphertext, wk.Ciphertext))
+			}
+			if !found {
+				t.Fatalf("the embedded blob (encoding %d) was not found in %q", enc%4, data)
+			}
+		}
+	})
+}
+
+// orderHolder claims every file; the rewrap of "a" waits until "c" is
+// done, so files finish out of order; "b" and "f" fail.
+type orderHolder struct{ cDone chan struct{} }
+
+func (orderHolder) Kind() string                        { return "test" }
+func (orderHolder) Match(string, []byte) bool           { return true }
+func (orderHolder) Keys(*os.File) ([]WrappedKey, error) { return nil, nil }
+func (h orderHolder) Rewrap(_ context.Context, path string, _ *Mover) ([]Moved, error) {
+	switch filepath.Base(path) {
+	case "a":
+		if rewrapWorkers > 2 { // else "c" would never start
+			<-h.cDone
+		}
+	case "c":
+		defer close(h.cDone)
+	case "b", "f":
+		return nil, errors.New("fails: " + filepath.Base(path))
+	}
+	return []Moved{{File: path, Status: StatusCurrent}}, nil
+}
+
+func TestRewrapPathsReportsInWalkOrder(t *testing.T) {
+	dir := t.TempDir()
+	var want []string
+	for _, n := range []string{"a", "b", "c", "d", "e", "f", "g"} {
+		os.WriteFile(filepath.Join(dir, n), []byte(n), 0o600)
+		want = append(want, n)
+	}
+	var got []string
+	err := RewrapPaths(t.Context(), []string{dir}, []Holder{orderHolder{make(chan struct{})}}, nil, func(mv Moved) {
+		got = append(got, filepath.Base(mv.File))
+	})
+	if err == nil || err.Error() != "fails: b" {
+		t.Fatalf("error: %v, want the first file's in walk order (b)", err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("reported %v, want walk order %v", got, want)
+	}
+}
