@@ -10,14 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tencrypt/tencrypt/internal/exitcodes"
 	"github.com/tencrypt/tencrypt/keys/vault"
 )
-
-func init() {
-	registerErrorCode(vault.ErrConfig, exitcodes.Usage)
-	keysSubcommands = append(keysSubcommands, newKeysVaultCmd)
-}
 
 // newKeysVaultCmd groups what only the vault backend has: preparing Vault
 // and issuing tenant tokens. It is added under `tencrypt keys`.

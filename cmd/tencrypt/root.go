@@ -37,10 +37,13 @@ machine, so everything can be tried without a cluster.`,
 	}
 	// Flag errors are usage errors (exit 3), not failures of the work.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd())
-	for _, add := range subcommands {
-		root.AddCommand(add())
-	}
+	root.AddCommand(
+		newVersionCmd(),
+		newLabCmd(),
+		newAgentCmd(), newTransitCmd(),
+		newKeysCmd(),
+		newFileCmd(), newVolumeCmd(), newMountCmd(),
+	)
 	markUsageErrors(root)
 	return root
 }
@@ -69,10 +72,6 @@ func markUsageErrors(c *cobra.Command) {
 		markUsageErrors(sub)
 	}
 }
-
-// subcommands is extended by the files that wire in a plane, so that adding a
-// command group touches only its own file.
-var subcommands []func() *cobra.Command
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
