@@ -69,7 +69,7 @@ health check on /healthz and its state as JSON on /status.
 The key backend flags are those of 'tencrypt keys' (the agent unwraps each
 tenant's transit key; every unwrap is audited).`,
 		Example: `  sudo tencrypt agent --name lab --node node1 --listen 127.0.0.1:9105 \
-      --keyring /etc/tencrypt/keyring --key-file /etc/tencrypt/admin.key`,
+      --local-path /etc/tencrypt/keyring --local-key-file /etc/tencrypt/admin.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireRoot("agent"); err != nil {
@@ -143,7 +143,7 @@ in the registry. Agents pick it up within a reconcile round; after a rotation
 WireGuard uses the new key from each tunnel's next handshake (within 3
 minutes), with no interruption.
 Rotate after 'tencrypt keys rotate' to move transit onto the new KEK version.`,
-		Example: `  sudo tencrypt transit ` + use + ` blue --name lab --keyring /etc/tencrypt/keyring --key-file /etc/tencrypt/admin.key`,
+		Example: `  sudo tencrypt transit ` + use + ` blue --name lab --local-path /etc/tencrypt/keyring --local-key-file /etc/tencrypt/admin.key`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			tenant, err := tenantArg(args)
