@@ -99,19 +99,9 @@ func Bench(ctx context.Context, parent string, size int64, runs int) (res BenchR
 		_, err := io.CopyBuffer(out, ctxReader{ctx, in}, make([]byte, copyBufSize))
 		return err
 	})
-	best := [5]time.Duration{}
-	for range runs {
-		for i, fn := range []func() error{raw(true), encrypt, raw(false), decrypt, copyPlain} {
-			start := time.Now()
-			err := fn()
-			d := time.Since(start)
-			if err != nil {
-				return res, err
-			}
-			if best[i] == 0 || d < best[i] {
-				best[i] = d
-			}
-		}
+	best, err := bestOf(runs, raw(true), encrypt, raw(false), decrypt, copyPlain)
+	if err != nil {
+		return res, err
 	}
 	if err := sameFiles(src, dec); err != nil {
 		return res, err
@@ -122,6 +112,26 @@ func Bench(ctx context.Context, parent string, size int64, runs int) (res BenchR
 	res.EncryptRatio = res.EncryptMBps / res.RawSealMBps
 	res.DecryptRatio = res.DecryptMBps / res.RawOpenMBps
 	return res, nil
+}
+
+// bestOf runs each of fns in turn, runs times over, and returns the
+// shortest time of each.
+func bestOf(runs int, fns ...func() error) ([]time.Duration, error) {
+	best := make([]time.Duration, len(fns))
+	for range runs {
+		for i, fn := range fns {
+			start := time.Now()
+			err := fn()
+			d := time.Since(start)
+			if err != nil {
+				return nil, err
+			}
+			if best[i] == 0 || d < best[i] {
+				best[i] = d
+			}
+		}
+	}
+	return best, nil
 }
 
 // sameFiles checks the benchmark's round trip.

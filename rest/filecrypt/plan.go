@@ -84,10 +84,9 @@ func Plan(sources []string, p Params, op Op) ([]Job, error) {
 			return nil, usageError{err}
 		}
 		if !fi.IsDir() {
-			var dst string
+			dst := p.Output
 			switch {
 			case p.Output == "-" || (p.Output != "" && !outDir):
-				dst = p.Output
 			case outDir:
 				name, err := outName(filepath.Base(src))
 				if err != nil {
@@ -109,16 +108,24 @@ func Plan(sources []string, p Params, op Op) ([]Job, error) {
 		jobs = append(jobs, tree...)
 	}
 	if !p.Force {
-		for _, j := range jobs {
-			if j.Dir || j.Dst == "-" {
-				continue
-			}
-			if _, err := os.Lstat(j.Dst); err == nil {
-				return nil, fmt.Errorf("%s: %w; nothing was written", j.Dst, ErrOutputExists)
-			}
+		if err := noOutputs(jobs); err != nil {
+			return nil, err
 		}
 	}
 	return jobs, nil
+}
+
+// noOutputs fails if any job's output file exists.
+func noOutputs(jobs []Job) error {
+	for _, j := range jobs {
+		if j.Dir || j.Dst == "-" {
+			continue
+		}
+		if _, err := os.Lstat(j.Dst); err == nil {
+			return fmt.Errorf("%s: %w; nothing was written", j.Dst, ErrOutputExists)
+		}
+	}
+	return nil
 }
 
 // planTree plans the directory src: its tree is recreated under p.Output
