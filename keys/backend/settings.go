@@ -43,6 +43,21 @@ func (c Config) ScopedTenant() string {
 	return ""
 }
 
+// PassphrasePrompt says whether the configuration opens a local keyring
+// with nothing to unlock it, so that an interactive caller should ask for
+// the passphrase (and give it with SetPassphrase); prompt names the keyring.
+func (c Config) PassphrasePrompt() (prompt string, ask bool) {
+	l := c.Local
+	if c.Backend != local.Name || l.Path == "" || l.KeyFile != "" || l.PassphraseFile != "" || len(l.Passphrase) != 0 || l.TenantKeyFile != "" {
+		return "", false
+	}
+	return "Passphrase for " + l.Path + ": ", true
+}
+
+// SetPassphrase gives the passphrase PassphrasePrompt asked for; Open
+// zeroes it.
+func (c *Config) SetPassphrase(b []byte) { c.Local.Passphrase = b }
+
 // Field is one setting of Settings reachable from a command-line flag and an
 // environment variable. Fields are derived from the json tags of Config, so a
 // backend that adds its section there gets --<section>-<field> flags and
