@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -181,5 +183,25 @@ func TestHelpNamesOnlyFlagsThatExist(t *testing.T) {
 				t.Errorf("%s help mentions --%s, which no command there has", c.CommandPath(), name)
 			}
 		}
+	}
+}
+
+// docRE finds the repository's files named in help text.
+var docRE = regexp.MustCompile(`\b(?:docs/[A-Za-z0-9_-]+\.md|[a-z]+/testdata/[A-Za-z0-9_.-]+)`)
+
+// TestHelpNamesOnlyFilesThatExist checks that every docs/*.md and testdata
+// file a command's help names is in the repository.
+func TestHelpNamesOnlyFilesThatExist(t *testing.T) {
+	seen := 0
+	for _, c := range allCommands(newRootCmd()) {
+		for _, name := range docRE.FindAllString(c.Short+"\n"+c.Long+"\n"+c.Example, -1) {
+			seen++
+			if _, err := os.Stat(filepath.Join("..", "..", name)); err != nil {
+				t.Errorf("%s help names %s: %v", c.CommandPath(), name, err)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no file named in any help text; the pattern is wrong")
 	}
 }
