@@ -69,9 +69,9 @@ func (f *fileFlags) bindIO(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&f.Output, "output", "o", "", `output file, or directory with -r or several inputs; "-" for stdout`)
 }
 
-// io is the command's side of a run: its streams, progress on stderr, and
+// runIO is the command's side of a run: its streams, progress on stderr, and
 // each failed file printed as it fails.
-func (f *fileFlags) io(cmd *cobra.Command) filecrypt.IO {
+func (f *fileFlags) runIO(cmd *cobra.Command) filecrypt.IO {
 	stderr := cmd.ErrOrStderr()
 	return filecrypt.IO{
 		Stdin:  cmd.InOrStdin(),
@@ -128,7 +128,7 @@ All sources are tried; the exit code is that of the first failure.`,
 					return err
 				}
 				defer closeEnv()
-				return jobsDone(filecrypt.Encrypt(ctx, env, f.Params, args, f.io(cmd)))
+				return jobsDone(filecrypt.Encrypt(ctx, env, f.Params, args, f.runIO(cmd)))
 			})
 		},
 	}
@@ -168,7 +168,7 @@ All files are tried; the exit code is that of the first failure.`,
 				}
 				defer closeEnv()
 				f.Caller = caller("file decrypt")
-				return jobsDone(filecrypt.Decrypt(ctx, env, f.Params, args, f.io(cmd)))
+				return jobsDone(filecrypt.Decrypt(ctx, env, f.Params, args, f.runIO(cmd)))
 			})
 		},
 	}
