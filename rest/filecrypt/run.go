@@ -22,8 +22,9 @@ type IO struct {
 	Stdout io.Writer
 	// Progress, if set, is called as each input is opened, with its name
 	// and size (-1 if unknown). Every byte read from the input is then
-	// written to the returned writer (nil: none), and done is called when
-	// the job ends.
+	// written to the returned writer (nil: none), which must not keep the
+	// slices it is given, and done (if not nil) is called when the job
+	// ends.
 	Progress func(name string, size int64) (w io.Writer, done func())
 	// OnError is told of each failed job as it fails; the other jobs are
 	// still tried.
