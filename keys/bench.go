@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"sync"
@@ -25,6 +26,24 @@ type BenchResult struct {
 	Concurrency int        `json:"concurrency"`
 	Wrap        BenchStats `json:"wrap"`
 	Unwrap      BenchStats `json:"unwrap"`
+}
+
+// BenchThrowaway runs Bench on a throw-away tenant bench-<random>, which it
+// creates first and shreds after (admin credentials needed), so that an
+// existing tenant's keys are never touched.
+func BenchThrowaway(ctx context.Context, p KEKProvider, ops, concurrency int) (res BenchResult, err error) {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	name := "bench-" + hex.EncodeToString(b[:])
+	if err := p.CreateTenant(ctx, name); err != nil {
+		return res, fmt.Errorf("keys bench: create a throw-away tenant: %w", err)
+	}
+	defer func() {
+		if serr := p.Shred(context.WithoutCancel(ctx), name); serr != nil && err == nil {
+			err = fmt.Errorf("keys bench: shred the throw-away tenant %s: %w", name, serr)
+		}
+	}()
+	return Bench(ctx, p, name, ops, concurrency)
 }
 
 // Bench wraps ops random 32-byte DEKs for tenant on p from concurrency

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -12,11 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/tencrypt/tencrypt/internal/exitcodes"
 	"github.com/tencrypt/tencrypt/internal/testenv"
+	"github.com/tencrypt/tencrypt/rest/filecrypt"
 	"github.com/tencrypt/tencrypt/rest/format"
 )
 
@@ -218,7 +216,7 @@ func TestFileCLIStdio(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ir inspectResult
+	var ir filecrypt.Info
 	if err := json.Unmarshal(js, &ir); err != nil {
 		t.Fatalf("%v: %s", err, js)
 	}
@@ -322,7 +320,7 @@ func TestFileCLINoSpace(t *testing.T) {
 
 func TestFileCLIBench(t *testing.T) {
 	e := newFileEnv(t)
-	var res fileBenchResult
+	var res filecrypt.BenchResult
 	if err := json.Unmarshal([]byte(e.ok("file", "bench", "--size", "2", "--runs", "1", "--dir", e.dir, "--json")), &res); err != nil {
 		t.Fatal(err)
 	}
@@ -332,52 +330,4 @@ func TestFileCLIBench(t *testing.T) {
 	if left, _ := os.ReadDir(e.dir); slices.ContainsFunc(left, func(d fs.DirEntry) bool { return strings.HasPrefix(d.Name(), "tencrypt-bench-") }) {
 		t.Fatal("bench left its directory behind")
 	}
-}
-
-type failingWriter struct{ n int }
-
-func (f *failingWriter) Write(p []byte) (int, error) {
-	if f.n += len(p); f.n > 3<<20 {
-		return 0, syscall.ENOSPC
-	}
-	return len(p), nil
-}
-
-func TestAsyncWriterReportsErrors(t *testing.T) {
-	a := newAsyncWriter(&failingWriter{})
-	buf := make([]byte, 100000)
-	var err error
-	for i := 0; i < 200 && err == nil; i++ {
-		_, err = a.Write(buf)
-	}
-	if cerr := a.Close(); !errors.Is(cerr, syscall.ENOSPC) {
-		t.Fatalf("Close: %v, want ENOSPC (Write said %v)", cerr, err)
-	}
-	var out bytes.Buffer
-	a = newAsyncWriter(&out)
-	want := randomBytes(5<<20+3, 1)
-	for p := want; len(p) > 0; p = p[min(len(p), 70000):] {
-		if _, err := a.Write(p[:min(len(p), 70000)]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := a.Close(); err != nil || !bytes.Equal(out.Bytes(), want) {
-		t.Fatalf("round trip through asyncWriter: %v", err)
-	}
-}
-
-func TestAsyncReader(t *testing.T) {
-	want := randomBytes(3<<20+5, 2)
-	a := newAsyncReader(bytes.NewReader(want))
-	defer a.Close()
-	got, err := io.ReadAll(a)
-	if err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("asyncReader: %v", err)
-	}
-	// Close while the goroutine is ahead must not leak or block.
-	b := newAsyncReader(bytes.NewReader(want))
-	if _, err := b.Read(make([]byte, 10)); err != nil {
-		t.Fatal(err)
-	}
-	b.Close()
 }

@@ -15,27 +15,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tencrypt/tencrypt/internal/exitcodes"
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/keys/backend"
 	"github.com/tencrypt/tencrypt/keys/local"
 )
-
-func init() {
-	subcommands = append(subcommands, newKeysCmd)
-	registerErrorCode(keys.ErrAuth, exitcodes.AuthFailed)
-	registerErrorCode(keys.ErrUnknownTenant, exitcodes.UnknownTenant)
-	registerErrorCode(keys.ErrUnknownKeyVersion, exitcodes.UnknownKeyVersion)
-	registerErrorCode(keys.ErrBackendUnavailable, exitcodes.BackendUnavailable)
-	registerErrorCode(keys.ErrPermissionDenied, exitcodes.PermissionDenied)
-	registerErrorCode(keys.ErrShredded, exitcodes.Shredded)
-	registerErrorCode(keys.ErrUnknownFormat, exitcodes.UnknownFormat)
-	registerErrorCode(keys.ErrMalformed, exitcodes.NotTencrypt)
-	registerErrorCode(keys.ErrMismatch, exitcodes.Usage)
-	registerErrorCode(keys.ErrInvalidTenant, exitcodes.Usage)
-	registerErrorCode(local.ErrConfig, exitcodes.Usage)
-	registerErrorCode(backend.ErrUnknownBackend, exitcodes.Usage)
-}
 
 func newKeysCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -72,18 +55,9 @@ print one JSON document on stdout. docs/KEYS.md has the details.`,
 	bindKeysFlags(cmd)
 	cmd.PersistentFlags().Bool("json", false, "print one JSON document on stdout instead of text")
 	cmd.AddCommand(newKeysInitCmd(), newKeysCreateCmd(), newKeysRotateCmd(), newKeysListCmd(), newKeysRewrapCmd(),
-		newKeysRetireCmd(), newKeysShredCmd(), newKeysAuditCmd(), newKeysBenchCmd(), newKeysReissueCmd())
-	for _, add := range keysSubcommands {
-		cmd.AddCommand(add())
-	}
+		newKeysRetireCmd(), newKeysShredCmd(), newKeysAuditCmd(), newKeysBenchCmd(), newKeysReissueCmd(), newKeysMigrateCmd(), newKeysVaultCmd())
 	return cmd
 }
-
-// keysSubcommands is extended (in an init func) by files that add
-// backend-specific commands under "tencrypt keys", e.g. keys_vault.go adding
-// "keys vault ...", so that they need not edit this file. They can use
-// openKeys and withKeys for configuration.
-var keysSubcommands []func() *cobra.Command
 
 // setuper is implemented by backends with a one-time, idempotent set-up
 // (Vault: enable the transit engine, token role ...); keys init runs it.

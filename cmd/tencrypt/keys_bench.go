@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 
@@ -33,22 +31,14 @@ existing tenant and changes nothing.`,
 			if ops < 1 || concurrency < 1 {
 				return usageError{fmt.Errorf("keys bench: --ops and --concurrency must be at least 1")}
 			}
-			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, _ keysConfig) (err error) {
-				name := tenant
-				if name == "" {
-					var b [4]byte
-					_, _ = rand.Read(b[:])
-					name = "bench-" + hex.EncodeToString(b[:])
-					if err := p.CreateTenant(ctx, name); err != nil {
-						return fmt.Errorf("keys bench: create a throw-away tenant: %w", err)
-					}
-					defer func() {
-						if serr := p.Shred(context.WithoutCancel(ctx), name); serr != nil && err == nil {
-							err = fmt.Errorf("keys bench: shred the throw-away tenant %s: %w", name, serr)
-						}
-					}()
+			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, _ keysConfig) error {
+				var res keys.BenchResult
+				var err error
+				if tenant == "" {
+					res, err = keys.BenchThrowaway(ctx, p, ops, concurrency)
+				} else {
+					res, err = keys.Bench(ctx, p, tenant, ops, concurrency)
 				}
-				res, err := keys.Bench(ctx, p, name, ops, concurrency)
 				if err != nil {
 					return err
 				}

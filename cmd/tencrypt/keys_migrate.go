@@ -10,10 +10,6 @@ import (
 	"github.com/tencrypt/tencrypt/keys/local"
 )
 
-func init() {
-	keysSubcommands = append(keysSubcommands, newKeysMigrateCmd)
-}
-
 func newKeysMigrateCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "migrate",

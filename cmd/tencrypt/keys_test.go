@@ -16,6 +16,7 @@ import (
 
 	"github.com/tencrypt/tencrypt/internal/exitcodes"
 	"github.com/tencrypt/tencrypt/keys"
+	"github.com/tencrypt/tencrypt/keys/backend"
 	"github.com/tencrypt/tencrypt/keys/local"
 	volnames "github.com/tencrypt/tencrypt/rest/names"
 )
@@ -317,8 +318,8 @@ func TestKeysConfigPrecedence(t *testing.T) {
 	if cfg.Backend != "local" || cfg.AuditLog != "/file/audit" || cfg.Local.Path != "/env/keyring" || cfg.Local.KeyFile != "/flag/key" || string(cfg.Local.Passphrase) != "s3cret" {
 		t.Fatalf("config: %+v", cfg)
 	}
-	for _, s := range keysSettings() {
-		if s.flag == "local-passphrase" {
+	for _, s := range backend.Fields() {
+		if s.Flag == "local-passphrase" {
 			t.Fatal("the passphrase has a flag; secrets come only from the environment or files")
 		}
 	}

@@ -4,20 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/tencrypt/tencrypt/internal/exitcodes"
 	"github.com/tencrypt/tencrypt/keys/vault"
 )
-
-func init() {
-	registerErrorCode(vault.ErrConfig, exitcodes.Usage)
-	keysSubcommands = append(keysSubcommands, newKeysVaultCmd)
-}
 
 // newKeysVaultCmd groups what only the vault backend has: preparing Vault
 // and issuing tenant tokens. It is added under `tencrypt keys`.
@@ -131,7 +125,10 @@ its accessor, which revokes it: vault token revoke -accessor ACCESSOR.`,
 			if err != nil {
 				return err
 			}
-			if err := writeNewSecretFile(outPath, []byte(tok.Secret()+"\n")); err != nil {
+			if err := tok.WriteFile(outPath); err != nil {
+				if errors.Is(err, fs.ErrExist) {
+					err = fmt.Errorf("%s exists: remove it or choose another --out", outPath)
+				}
 				return fmt.Errorf("keys vault grant: the token (accessor %s) was issued but not saved, revoke it: %w", tok.Accessor, err)
 			}
 			out := map[string]any{"tenant": tenant, "policy": tok.Policy, "accessor": tok.Accessor, "ttl_seconds": int64(tok.TTL / time.Second), "token_file": outPath}
@@ -144,40 +141,4 @@ its accessor, which revokes it: vault token revoke -accessor ACCESSOR.`,
 	cmd.Flags().StringVar(&outPath, "out", "", "file to write the token to (created, mode 0600)")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime, e.g. 720h (default: Vault's token default)")
 	return cmd
-}
-
-// writeNewSecretFile creates path with data, mode 0600, all or nothing: a
-// temporary file (O_EXCL) in the same directory, fsync, a hard link to path
-// (which fails if path exists), fsync of the directory.
-func writeNewSecretFile(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tencrypt-secret-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp, path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%s exists: remove it or choose another --out", path)
-		}
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -13,16 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tencrypt/tencrypt/internal/exitcodes"
 	"github.com/tencrypt/tencrypt/lab"
 )
-
-func init() {
-	subcommands = append(subcommands, newLabCmd)
-	registerErrorCode(lab.ErrNotUp, exitcodes.Failure)
-	registerErrorCode(lab.ErrOtherTopology, exitcodes.Usage)
-	registerErrorCode(lab.ErrUnknownTarget, exitcodes.Usage)
-}
 
 type labFlags struct {
 	name     string

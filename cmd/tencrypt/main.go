@@ -13,6 +13,14 @@ import (
 	"syscall"
 
 	"github.com/tencrypt/tencrypt/internal/exitcodes"
+	"github.com/tencrypt/tencrypt/keys"
+	"github.com/tencrypt/tencrypt/keys/backend"
+	"github.com/tencrypt/tencrypt/keys/local"
+	"github.com/tencrypt/tencrypt/keys/vault"
+	"github.com/tencrypt/tencrypt/lab"
+	"github.com/tencrypt/tencrypt/rest/filecrypt"
+	"github.com/tencrypt/tencrypt/rest/format"
+	volnames "github.com/tencrypt/tencrypt/rest/names"
 )
 
 func main() {
@@ -46,13 +54,15 @@ func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 // exitCode maps an error to the documented exit code (docs/CLI.md). It is the
-// one place where error identities become numbers.
+// one place where error identities become numbers: the first row of
+// exitCodes that the error matches (errors.Is) wins, then the CLI's own
+// error types.
 func exitCode(err error) int {
 	if err == nil {
 		return exitcodes.OK
 	}
-	for _, m := range errorCodes {
-		if m.match(err) {
+	for _, m := range exitCodes {
+		if errors.Is(err, m.err) {
 			return m.code
 		}
 	}
@@ -70,20 +80,52 @@ func exitCode(err error) int {
 	return exitcodes.Failure
 }
 
-type errorCode struct {
-	match func(error) bool
-	code  int
-}
+// exitCodes is the table from the packages' errors to exit codes. Order
+// matters where an error wraps several: the file format's before the keys'.
+var exitCodes = []struct {
+	err  error
+	code int
+}{
+	// rest: the file format and the file commands.
+	{format.ErrAuth, exitcodes.AuthFailed},
+	// A header that is not well formed after a valid magic is a damaged or
+	// tampered file, not a foreign one.
+	{format.ErrMalformed, exitcodes.AuthFailed},
+	{format.ErrNotTencrypt, exitcodes.NotTencrypt},
+	{format.ErrUnknownVersion, exitcodes.UnknownFormat},
+	{syscall.ENOSPC, exitcodes.NoSpace},
+	{filecrypt.ErrOutputExists, exitcodes.Usage},
 
-// errorCodes is extended by the files that add commands, each for the errors
-// of the package it wires in.
-var errorCodes []errorCode
+	// keys and their backends.
+	{keys.ErrAuth, exitcodes.AuthFailed},
+	{keys.ErrUnknownTenant, exitcodes.UnknownTenant},
+	{keys.ErrUnknownKeyVersion, exitcodes.UnknownKeyVersion},
+	{keys.ErrBackendUnavailable, exitcodes.BackendUnavailable},
+	{keys.ErrPermissionDenied, exitcodes.PermissionDenied},
+	{keys.ErrShredded, exitcodes.Shredded},
+	{keys.ErrUnknownFormat, exitcodes.UnknownFormat},
+	{keys.ErrMalformed, exitcodes.NotTencrypt},
+	{keys.ErrMismatch, exitcodes.Usage},
+	{keys.ErrInvalidTenant, exitcodes.Usage},
+	{local.ErrConfig, exitcodes.Usage},
+	{backend.ErrUnknownBackend, exitcodes.Usage},
+	{vault.ErrConfig, exitcodes.Usage},
 
-func registerErrorCode(target error, code int) {
-	errorCodes = append(errorCodes, errorCode{
-		match: func(err error) bool { return errors.Is(err, target) },
-		code:  code,
-	})
+	// lab.
+	{lab.ErrNotUp, exitcodes.Failure},
+	{lab.ErrOtherTopology, exitcodes.Usage},
+	{lab.ErrUnknownTarget, exitcodes.Usage},
+
+	// Volumes and the mount.
+	{volnames.ErrNoVolume, exitcodes.NotTencrypt},
+	{volnames.ErrBadVolume, exitcodes.UnknownFormat},
+	{volnames.ErrBadDirIV, exitcodes.UnknownFormat},
+	{volnames.ErrVolumeExists, exitcodes.Usage},
+	{errMountFailed, exitcodes.Prerequisite},
+
+	// Requests the packages refuse before doing any work.
+	{filecrypt.ErrUsage, exitcodes.Usage},
+	{backend.ErrConfig, exitcodes.Usage},
 }
 
 // exitError passes a child process's exit code through unchanged, without a

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -66,13 +65,5 @@ func TestEveryCommandGroupIsReachable(t *testing.T) {
 		if !strings.Contains(out, "Usage:\n  tencrypt "+strings.Join(path, " ")) {
 			t.Errorf("tencrypt %s is not wired in:\n%s", strings.Join(path, " "), out)
 		}
-	}
-}
-
-func TestProcessUmask(t *testing.T) {
-	old := syscall.Umask(0o027)
-	defer syscall.Umask(old)
-	if got := processUmask(); got != 0o027 {
-		t.Errorf("processUmask = %#o, want 0o027", got)
 	}
 }

@@ -13,20 +13,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tencrypt/tencrypt/internal/exitcodes"
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/rest/fusefs"
 	volnames "github.com/tencrypt/tencrypt/rest/names"
 )
-
-func init() {
-	subcommands = append(subcommands, newMountCmd, newVolumeCmd)
-	registerErrorCode(volnames.ErrNoVolume, exitcodes.NotTencrypt)
-	registerErrorCode(volnames.ErrBadVolume, exitcodes.UnknownFormat)
-	registerErrorCode(volnames.ErrBadDirIV, exitcodes.UnknownFormat)
-	registerErrorCode(volnames.ErrVolumeExists, exitcodes.Usage)
-	registerErrorCode(errMountFailed, exitcodes.Prerequisite)
-}
 
 // errMountFailed: the kernel refused the mount (no /dev/fuse, no
 // fusermount3, a busy or missing mount point).

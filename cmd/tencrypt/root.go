@@ -19,14 +19,15 @@ without changing application images. It has three planes on one key hierarchy:
            guard in each pod drops plaintext or forged traffic from tenant
            peers, and stays in place if the agent dies (fail closed).
   rest     per-file encryption with all metadata in each file's header, so
-           encrypted files survive rsync, tar and backups; a CLI, a FUSE mount
-           with encrypted names, and fscrypt volumes through a CSI driver.
+           encrypted files survive rsync, tar and backups; a CLI and a FUSE
+           mount with encrypted names.
   keys     one key-encryption key per tenant in a KMS (local keyring, Vault
            Transit or PKCS#11), envelope encryption, rotation, audit of every
            unwrap, and crypto-shredding of a tenant.
 
-The lab ("tencrypt lab up") builds nodes and pods as network namespaces on this
-machine, so everything can be tried without a cluster.`,
+The agent takes its pods from the lab ("tencrypt lab up"), which builds nodes
+and pods as network namespaces on this machine, so everything can be tried
+without a cluster; reading pods from a Kubernetes API server is not built yet.`,
 		Example: `  # Build a two-node lab with two tenants and look at it
   sudo tencrypt lab up
   tencrypt lab status
@@ -37,10 +38,13 @@ machine, so everything can be tried without a cluster.`,
 	}
 	// Flag errors are usage errors (exit 3), not failures of the work.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newVersionCmd())
-	for _, add := range subcommands {
-		root.AddCommand(add())
-	}
+	root.AddCommand(
+		newVersionCmd(),
+		newLabCmd(),
+		newAgentCmd(), newTransitCmd(),
+		newKeysCmd(),
+		newFileCmd(), newVolumeCmd(), newMountCmd(),
+	)
 	markUsageErrors(root)
 	return root
 }
@@ -69,10 +73,6 @@ func markUsageErrors(c *cobra.Command) {
 		markUsageErrors(sub)
 	}
 }
-
-// subcommands is extended by the files that wire in a plane, so that adding a
-// command group touches only its own file.
-var subcommands []func() *cobra.Command
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{

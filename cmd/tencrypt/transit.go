@@ -18,10 +18,6 @@ import (
 	"github.com/tencrypt/tencrypt/transit/registry"
 )
 
-func init() {
-	subcommands = append(subcommands, newAgentCmd, newTransitCmd)
-}
-
 // openEnvelope opens the configured key backend with its audit log.
 func openEnvelope(cmd *cobra.Command) (*keys.Envelope, func(), error) {
 	p, cfg, err := openKeys(cmd)

@@ -32,6 +32,17 @@ type Config struct {
 // ErrUnknownBackend reports a Backend name that is not one of Names().
 var ErrUnknownBackend = errors.New("unknown key backend")
 
+// ErrConfig marks a configuration Load cannot read: an unreadable or
+// invalid file, a variable or flag that does not parse.
+var ErrConfig = errors.New("invalid key configuration")
+
+// configError keeps err's message and makes it match ErrConfig as well as
+// what err wraps.
+type configError struct{ err error }
+
+func (e configError) Error() string   { return e.err.Error() }
+func (e configError) Unwrap() []error { return []error{e.err, ErrConfig} }
+
 // Names lists the valid values of Config.Backend.
 func Names() []string {
 	return []string{local.Name, vault.Name, pkcs11.Name /* BACKEND-NAME: add the backend's name here */}

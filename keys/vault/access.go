@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/tencrypt/tencrypt/internal/atomicfile"
 	"github.com/tencrypt/tencrypt/keys"
 )
 
@@ -38,6 +39,17 @@ func (t Token) GoString() string { return t.String() }
 // LogValue redacts the secret in slog records.
 func (t Token) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("accessor", t.Accessor), slog.String("policy", t.Policy))
+}
+
+// WriteFile writes the token to a new file at path, mode 0600, followed by a
+// newline (the form Config.TokenFile reads), all or nothing
+// (internal/atomicfile). It never replaces a file: an existing path is an
+// error matching fs.ErrExist.
+func (t Token) WriteFile(path string) error {
+	b := make([]byte, 0, len(t.secret)+1)
+	b = append(append(b, t.secret...), '\n')
+	defer clear(b)
+	return atomicfile.Write(path, b, atomicfile.Options{Perm: 0o600})
 }
 
 // policyPrefix starts the names of tenant policies: tencrypt-tenant-blue.
