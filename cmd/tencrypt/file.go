@@ -389,20 +389,7 @@ All files are tried; the exit code is that of the first failure.`,
 					return err
 				}
 				defer closeEnv()
-				m := keys.NewMover(env, caller("file rewrap"))
-				var results []fileRewrapResult
-				var first error
-				for _, file := range files {
-					r, err := rewrapTencFile(ctx, m, file, copyAlways)
-					if err != nil {
-						r.Status, r.Error = "error", err.Error()
-						fmt.Fprintf(cmd.ErrOrStderr(), "tencrypt: %v\n", err)
-						if first == nil {
-							first = err
-						}
-					}
-					results = append(results, r)
-				}
+				results, first := rewrapTencFiles(ctx, keys.NewMover(env, caller("file rewrap")), files, copyAlways, cmd.ErrOrStderr())
 				if err := report(cmd, results, func(w io.Writer) {
 					for _, r := range results {
 						switch r.Status {
@@ -425,6 +412,25 @@ All files are tried; the exit code is that of the first failure.`,
 	cmd.Flags().BoolVarP(&recursive, "recursive", "r", false, "walk directories and rewrap every tencrypt file under them")
 	cmd.Flags().BoolVar(&copyAlways, "copy", false, "always rewrite through a temporary file, never in place")
 	return cmd
+}
+
+// rewrapTencFiles rewraps each file in turn, telling stderr of each
+// failure, and returns every file's result and the first error.
+func rewrapTencFiles(ctx context.Context, m *keys.Mover, files []string, copyAlways bool, stderr io.Writer) ([]fileRewrapResult, error) {
+	var results []fileRewrapResult
+	var first error
+	for _, file := range files {
+		r, err := rewrapTencFile(ctx, m, file, copyAlways)
+		if err != nil {
+			r.Status, r.Error = "error", err.Error()
+			fmt.Fprintf(stderr, "tencrypt: %v\n", err)
+			if first == nil {
+				first = err
+			}
+		}
+		results = append(results, r)
+	}
+	return results, first
 }
 
 // rewrapTencFile moves one tencrypt file's key through format.Holder, the

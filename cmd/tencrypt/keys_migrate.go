@@ -30,18 +30,20 @@ migration no longer reports "shredded", only a failed authentication.`,
 			if err != nil {
 				return err
 			}
-			if cfg.Backend != local.Name {
+			l, ok := cfg.LocalKeyring()
+			if !ok {
 				return usageError{fmt.Errorf("keys migrate: only the local backend has a keyring file to migrate, not %s", cfg.Backend)}
 			}
-			l := &cfg.Local
-			if l.KeyFile == "" && l.PassphraseFile == "" && len(l.Passphrase) == 0 && l.TenantKeyFile == "" {
+			if prompt, ask := cfg.PassphrasePrompt(); ask {
 				if in, ok := terminal(cmd.InOrStdin()); ok {
-					if l.Passphrase, err = readSecret(in, cmd.ErrOrStderr(), "Passphrase for "+l.Path+": "); err != nil {
+					pass, err := readSecret(in, cmd.ErrOrStderr(), prompt)
+					if err != nil {
 						return err
 					}
+					cfg.SetPassphrase(pass)
 				}
 			}
-			from, err := local.Migrate(cmd.Context(), cfg.Local)
+			from, err := local.Migrate(cmd.Context(), *l)
 			if err != nil {
 				return err
 			}

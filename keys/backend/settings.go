@@ -263,3 +263,13 @@ func DefaultAuditLog() string {
 	}
 	return filepath.Join(dir, "tencrypt", "audit.jsonl")
 }
+
+// LocalKeyring returns the local keyring's settings when the configuration
+// names the local backend, the only one whose keys live in a file that
+// commands such as 'keys migrate' act on.
+func (c *Config) LocalKeyring() (*local.Config, bool) {
+	if c.Backend != local.Name {
+		return nil, false
+	}
+	return &c.Local, true
+}
