@@ -109,6 +109,21 @@ func newWorld(t testing.TB) *world {
 // Cleanup, even when the test fails.
 func (w *world) mount(t testing.TB) (string, *FS) {
 	t.Helper()
+	mnt, f, unmount := w.mountFS(t)
+	t.Cleanup(unmount)
+	return mnt, f
+}
+
+// mountOnce mounts the volume and returns the mount point and a function
+// that unmounts it (call it once, also on failure).
+func (w *world) mountOnce(t testing.TB) (string, func()) {
+	t.Helper()
+	mnt, _, unmount := w.mountFS(t)
+	return mnt, unmount
+}
+
+func (w *world) mountFS(t testing.TB) (string, *FS, func()) {
+	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Fatalf("FUSE is unavailable (%v): this test needs /dev/fuse and root", err)
 	}
@@ -130,14 +145,13 @@ func (w *world) mount(t testing.TB) (string, *FS) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	return mnt, f, func() {
 		if err := srv.Unmount(); err != nil {
 			t.Errorf("unmount %s: %v", mnt, err)
 			_ = exec.Command("fusermount3", "-uz", mnt).Run()
 		}
 		f.Close()
-	})
-	return mnt, f
+	}
 }
 
 func randomBytes(n int, seed uint64) []byte {
