@@ -64,7 +64,7 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	list := make([]fuse.DirEntry, 0, len(ents))
 	for _, e := range ents {
 		stored := e.Name()
-		if stored == names.DirIVFile || stored == names.VolumeFile || names.IsSidecar(stored) {
+		if names.IsReserved(stored) {
 			continue
 		}
 		mode := direntMode(e.Type())
@@ -149,13 +149,15 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		removeSidecar(d, stored, enc)
 		return nil, gofs.ToErrno(err)
 	}
-	iv := names.NewDirIV()
+	var iv names.DirID
 	var st syscall.Stat_t
 	var gen uint64
 	nfd, err := unix.Openat(d.fd, stored, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err == nil {
 		defer unix.Close(nfd)
-		if err = writeDirIV(nfd, iv); err == nil {
+		// A fresh ID, sealed for this place: the parent's ID and the
+		// directory's own stored name.
+		if iv, err = n.fs.cfg.Names.CreateDirIV(nfd, names.ChildLoc(d.iv, stored)); err == nil {
 			if err = unix.Fchmod(nfd, mode&07777); err == nil {
 				gen, err = statx(nfd, "", &st)
 			}
@@ -191,27 +193,28 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return n.fs.errno("rmdir", name, err)
 	}
 	defer c.close()
-	ents, err := readDirents(c, 2)
+	ents, err := readDirents(c, 3)
 	if err != nil {
 		return gofs.ToErrno(err)
 	}
 	for _, e := range ents {
-		if e.Name() != names.DirIVFile {
+		if !isDirIVFile(e.Name()) {
 			return syscall.ENOTEMPTY
 		}
 	}
 	// The IV goes first (rmdir needs an empty directory); it is written
 	// back if the rmdir fails.
-	iv, err := n.fs.readDirIV(c)
+	loc := names.ChildLoc(d.iv, stored)
+	iv, err := n.fs.readDirIV(c, loc)
 	if err != nil {
 		return n.fs.errno("rmdir", name, err)
 	}
-	if err := unix.Unlinkat(c.fd, names.DirIVFile, 0); err != nil {
-		return gofs.ToErrno(err)
+	if err := names.RemoveDirIV(c.fd); err != nil {
+		return n.fs.errno("rmdir", name, err)
 	}
 	if err := unix.Unlinkat(d.fd, stored, unix.AT_REMOVEDIR); err != nil {
 		// Something appeared meanwhile: put the IV back.
-		if rerr := writeDirIV(c.fd, iv); rerr != nil {
+		if rerr := n.fs.cfg.Names.RestoreDirIV(c.fd, iv, loc); rerr != nil {
 			n.fs.log.Error("rmdir failed and the directory IV could not be restored", "dir", name, "cipher_dir", n.fs.abs(c.rel), "err", rerr)
 		}
 		return gofs.ToErrno(err)

@@ -126,7 +126,7 @@ func New(cfg Config) (_ *FS, err error) {
 		return nil, err
 	}
 	f := &FS{cfg: cfg, cache: newKeyCache(cfg.KeyCache), log: cfg.Log, rootDev: uint64(rst.Dev), rootFD: rootFD, openat2: openat2}
-	iv, err := f.readDirIV(cdir{fd: rootFD, rel: "."})
+	iv, err := f.readDirIV(cdir{fd: rootFD, rel: "."}, names.RootLoc())
 	if err != nil {
 		return nil, err
 	}
@@ -258,8 +258,8 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 		f.log.Error("directory IV unreadable: returning EIO", "op", op, "file", path, "err", err)
 		return syscall.EIO
 	case errors.Is(err, names.ErrBadName):
-		f.log.Warn("undecryptable name: returning EBADMSG", "op", op, "file", path, "err", err)
-		return syscall.EBADMSG
+		f.log.Error("undecryptable name, sidecar or symlink target: returning EIO", "op", op, "file", path, "err", err)
+		return syscall.EIO
 	case errors.Is(err, names.ErrInvalidName):
 		return syscall.ENAMETOOLONG
 	case errors.Is(err, format.ErrTooLarge):

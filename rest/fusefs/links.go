@@ -5,6 +5,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"os"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -24,7 +25,8 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if err != nil {
 		return nil, n.fs.errno("symlink", name, err)
 	}
-	sealed, err := n.fs.cfg.Names.EncryptSymlink(target)
+	// Sealed for this entry: its directory's ID and its stored name.
+	sealed, err := n.fs.cfg.Names.EncryptSymlink(target, d.iv, stored)
 	if err != nil {
 		return nil, syscall.ENAMETOOLONG
 	}
@@ -53,8 +55,9 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 // readlinkAt returns the plaintext target of symlink stored in d. A
-// symlink whose target does not open (one planted in the cipher
-// directory, pointing at a host path) is an entryError.
+// symlink whose target does not open for this entry (one planted in the
+// cipher directory pointing at a host path, or a target copied from
+// another symlink) is an entryError.
 func (f *FS) readlinkAt(d cdir, stored string) (string, error) {
 	buf := make([]byte, unix.PathMax)
 	k, err := unix.Readlinkat(d.fd, stored, buf)
@@ -64,9 +67,9 @@ func (f *FS) readlinkAt(d cdir, stored string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	t, err := f.cfg.Names.DecryptSymlink(string(buf[:k]))
+	t, err := f.cfg.Names.DecryptSymlink(string(buf[:k]), d.iv, stored)
 	if err != nil {
-		return "", &entryError{path: d.join(stored), want: "a symlink with a sealed target", found: "a symlink whose target does not authenticate"}
+		return "", &entryError{path: d.join(stored), want: "a symlink with a target sealed for it", found: "a symlink whose target does not authenticate here (planted, or copied from another symlink)"}
 	}
 	return t, nil
 }
@@ -106,8 +109,16 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if err := writeSidecar(d, stored, enc); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	// linkat without AT_SYMLINK_FOLLOW links the entry itself.
-	if err := unix.Linkat(td.fd, tstored, d.fd, stored, 0); err != nil {
+	if t.kind() == syscall.S_IFLNK {
+		// A symlink's target is sealed for its entry: the new name gets a
+		// new symlink with the target sealed for it (a copy, not a second
+		// link of the same inode).
+		if err := n.fs.copySymlink(td, tstored, d, stored, stored); err != nil {
+			removeSidecar(d, stored, enc)
+			return nil, n.fs.errno("link", name, err)
+		}
+	} else if err := unix.Linkat(td.fd, tstored, d.fd, stored, 0); err != nil {
+		// linkat without AT_SYMLINK_FOLLOW links the entry itself.
 		removeSidecar(d, stored, enc)
 		return nil, gofs.ToErrno(err)
 	}
@@ -168,24 +179,179 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err != nil {
 		return n.fs.errno("rename", newName, err)
 	}
-	// The name is encrypted again under the target directory's IV. On
+	if np == n && fromStored == toStored {
+		return 0
+	}
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+	fromKind, err := entryKind(from, fromStored)
+	if err != nil {
+		return n.fs.errno("rename", name, err)
+	}
+	toKind := uint32(0)
+	if exchange {
+		if toKind, err = entryKind(to, toStored); err != nil {
+			return n.fs.errno("rename", newName, err)
+		}
+		// A symlink's target is sealed for its entry, and two symlinks
+		// cannot be rewritten in one atomic step.
+		if fromKind == syscall.S_IFLNK || toKind == syscall.S_IFLNK {
+			return syscall.EINVAL
+		}
+	}
+	// The name is encrypted again under the target directory's ID. On
 	// exchange both names stay where they are, so their sidecars do too.
-	if flags&unix.RENAME_EXCHANGE == 0 {
+	if !exchange {
 		if err := writeSidecar(to, toStored, toEnc); err != nil {
 			return gofs.ToErrno(err)
 		}
+	}
+	if fromKind == syscall.S_IFLNK {
+		if err := n.fs.moveSymlink(from, fromStored, to, toStored, flags); err != nil {
+			return n.fs.errno("rename", name, err)
+		}
+		removeSidecar(from, fromStored, fromEnc)
+		return 0
+	}
+	// A directory's ID is sealed for its place: seal it for the new one
+	// first (docs/NAMES.md, "Renaming a directory"), and the other one's
+	// too on exchange.
+	var moves []cdir
+	defer func() {
+		for _, c := range moves {
+			c.close()
+		}
+	}()
+	if fromKind == syscall.S_IFDIR {
+		c, err := n.fs.prepareDirMove(from, fromStored, to.iv, toStored)
+		if err != nil {
+			return n.fs.errno("rename", name, err)
+		}
+		moves = append(moves, c)
+	}
+	if toKind == syscall.S_IFDIR {
+		c, err := n.fs.prepareDirMove(to, toStored, from.iv, fromStored)
+		if err != nil {
+			for _, c := range moves {
+				names.AbortMove(c.fd)
+			}
+			return n.fs.errno("rename", newName, err)
+		}
+		moves = append(moves, c)
 	}
 	err = unix.Renameat2(from.fd, fromStored, to.fd, toStored, uint(flags))
 	if (errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST)) && flags == 0 {
 		err = n.renameOverEmptyDir(from, fromStored, to, toStored, newName, err)
 	}
 	if err != nil {
+		for _, c := range moves {
+			names.AbortMove(c.fd)
+		}
 		return n.fs.errno("rename", name, err)
 	}
-	if flags&unix.RENAME_EXCHANGE == 0 {
+	if len(moves) > 0 {
+		n.fs.commitDirMoves(from, to, moves)
+	}
+	if !exchange {
 		removeSidecar(from, fromStored, fromEnc)
 	}
 	return 0
+}
+
+// entryKind is the file type (S_IF*) of entry stored of d, not following
+// a symlink.
+func entryKind(d cdir, stored string) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(d.fd, stored, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, err
+	}
+	return st.Mode & syscall.S_IFMT, nil
+}
+
+// prepareDirMove opens directory stored of d, reads its ID (sealed for
+// where it is) and writes its IV sealed for the place toStored in the
+// directory whose ID is toID, pending until commitDirMoves. Close the
+// returned directory.
+func (f *FS) prepareDirMove(d cdir, stored string, toID names.DirID, toStored string) (cdir, error) {
+	c, err := openChildDir(d, stored)
+	if err != nil {
+		return cdir{}, err
+	}
+	id, err := f.readDirIV(c, names.ChildLoc(d.iv, stored))
+	if err == nil {
+		err = f.cfg.Names.PrepareMove(c.fd, id, names.ChildLoc(toID, toStored))
+	}
+	if err != nil {
+		c.close()
+		return cdir{}, err
+	}
+	return c, nil
+}
+
+// commitDirMoves finishes the renames of the moved directories: the
+// parents are synced, so the rename is on disk before the IV files name
+// the new place, then each pending IV replaces the old one. A failure here
+// is logged and left to the recovery of the next read (names.ReadDirID).
+func (f *FS) commitDirMoves(from, to cdir, moves []cdir) {
+	err := names.SyncDir(from.fd)
+	if err == nil && to.fd != from.fd {
+		err = names.SyncDir(to.fd)
+	}
+	for _, c := range moves {
+		if err == nil {
+			err = names.CommitMove(c.fd)
+		}
+		if err != nil {
+			f.log.Error("a renamed directory's IV could not be committed; the next access completes it", "cipher_dir", f.abs(c.rel), "err", err)
+		}
+	}
+}
+
+// copySymlink makes symlink create in to with the target of symlink
+// fromStored of from, sealed again for entry sealFor of to (create itself,
+// or the name it will be renamed to), and the old one's owner and times.
+// It never replaces an existing entry.
+func (f *FS) copySymlink(from cdir, fromStored string, to cdir, create, sealFor string) error {
+	target, err := f.readlinkAt(from, fromStored)
+	if err != nil {
+		return err
+	}
+	sealed, err := f.cfg.Names.EncryptSymlink(target, to.iv, sealFor)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(from.fd, fromStored, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if err := unix.Symlinkat(sealed, to.fd, create); err != nil {
+		return err
+	}
+	if os.Geteuid() == 0 {
+		_ = unix.Fchownat(to.fd, create, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
+	}
+	_ = unix.UtimesNanoAt(to.fd, create, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+	return nil
+}
+
+// moveSymlink renames symlink fromStored of from to toStored of to (with
+// the caller's rename flags): its target is sealed for the new entry, so
+// the new symlink is written under a temporary reserved name, renamed into
+// place (atomically replacing what is there, unless flags forbid it), and
+// the old one removed. A crash leaves at most a stray temporary entry
+// (hidden from listings) or both links.
+func (f *FS) moveSymlink(from cdir, fromStored string, to cdir, toStored string, flags uint32) error {
+	tmp := names.TempName()
+	if err := f.copySymlink(from, fromStored, to, tmp, toStored); err != nil {
+		return err
+	}
+	if err := unix.Renameat2(to.fd, tmp, to.fd, toStored, uint(flags)); err != nil {
+		unix.Unlinkat(to.fd, tmp, 0)
+		return err
+	}
+	if err := unix.Unlinkat(from.fd, fromStored, 0); err != nil {
+		f.log.Error("a renamed symlink's old entry could not be removed", "cipher_path", f.abs(from.join(fromStored)), "err", err)
+	}
+	return nil
 }
 
 // renameOverEmptyDir retries a rename whose target toStored is a
@@ -198,19 +364,25 @@ func (n *node) renameOverEmptyDir(from cdir, fromStored string, to cdir, toStore
 		return renameErr
 	}
 	defer t.close()
-	ents, err := readDirents(t, 2)
-	if err != nil || len(ents) != 1 || ents[0].Name() != names.DirIVFile {
+	ents, err := readDirents(t, 3)
+	if err != nil || len(ents) == 0 {
 		return renameErr
 	}
-	iv, err := n.fs.readDirIV(t)
+	for _, e := range ents {
+		if !isDirIVFile(e.Name()) {
+			return renameErr
+		}
+	}
+	loc := names.ChildLoc(to.iv, toStored)
+	iv, err := n.fs.readDirIV(t, loc)
 	if err != nil {
 		return err
 	}
-	if err := unix.Unlinkat(t.fd, names.DirIVFile, 0); err != nil {
+	if err := names.RemoveDirIV(t.fd); err != nil {
 		return err
 	}
 	if err := unix.Renameat2(from.fd, fromStored, to.fd, toStored, 0); err != nil {
-		if rerr := writeDirIV(t.fd, iv); rerr != nil {
+		if rerr := n.fs.cfg.Names.RestoreDirIV(t.fd, iv, loc); rerr != nil {
 			n.fs.log.Error("rename failed and the target directory's IV could not be restored", "dir", newName, "cipher_dir", n.fs.abs(t.rel), "err", rerr)
 		}
 		return err

@@ -20,27 +20,20 @@ import (
 // 255-byte name is a few hundred bytes.
 const maxSidecar = 4096
 
-// readDirIV reads the IV of the open cipher directory d. Any failure
-// wraps names.ErrBadDirIV (and an entryError when something other than a
-// regular file is there).
-func (f *FS) readDirIV(d cdir) (names.DirIV, error) {
-	var iv names.DirIV
-	b, err := readMeta(d, names.DirIVFile, names.DirIVSize)
+// readDirIV reads the ID of the open cipher directory d, which is at
+// place loc, from its IV file (names.Transform.ReadDirID: a regular file,
+// read without following a symlink or blocking, sealed for loc). Any
+// failure wraps names.ErrBadDirIV; the directory is then unreadable, never
+// read under another ID.
+func (f *FS) readDirIV(d cdir, loc names.Loc) (names.DirID, error) {
+	id, recovered, err := f.cfg.Names.ReadDirID(d.fd, loc)
 	if err != nil {
-		return iv, fmt.Errorf("%s: %w: %w", f.abs(d.rel), names.ErrBadDirIV, err)
+		return id, fmt.Errorf("%s: %w", f.abs(d.rel), err)
 	}
-	if len(b) != names.DirIVSize {
-		return iv, fmt.Errorf("%s: %w: %d bytes", f.abs(d.rel), names.ErrBadDirIV, len(b))
+	if recovered {
+		f.log.Info("completed an interrupted directory rename (its IV file was sealed for the new place)", "cipher_dir", f.abs(d.rel))
 	}
-	copy(iv[:], b)
-	return iv, nil
-}
-
-// writeDirIV creates the IV file of the new (or emptied) cipher directory
-// whose descriptor is dirfd, synced, read-only. It never replaces an
-// existing IV, which would make every name in the directory undecryptable.
-func writeDirIV(dirfd int, iv names.DirIV) error {
-	return writeNew(dirfd, names.DirIVFile, iv[:], true)
+	return id, nil
 }
 
 // writeNew creates file name in dirfd (O_EXCL: never through a symlink,
@@ -62,6 +55,13 @@ func writeNew(dirfd int, name string, data []byte, sync bool) error {
 		unix.Unlinkat(dirfd, name, 0)
 	}
 	return err
+}
+
+// isDirIVFile reports whether a cipher name is a directory's IV file or
+// its pending replacement (a rename under way): what an empty directory
+// holds.
+func isDirIVFile(stored string) bool {
+	return stored == names.DirIVFile || stored == names.DirIVNextFile
 }
 
 // readSidecar returns the full encrypted name held by the sidecar of the

@@ -34,7 +34,7 @@ type node struct {
 	// headers are read first and stored after, and files are opened and
 	// closed outside it.
 	mu      sync.Mutex
-	iv      names.DirIV // a directory's IV, once read
+	iv      names.DirID // a directory's ID, once its IV file was read
 	ivOK    bool
 	hdrSize int      // a regular file's header size, once read
 	c       *content // a regular file's shared open state, while open

@@ -34,11 +34,12 @@ import (
 const dirFlags = unix.O_PATH | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 
 // cdir is an open cipher directory: its descriptor, its path relative to
-// the cipher directory (for logs) and its IV.
+// the cipher directory (for logs) and its directory ID (the tweak of its
+// names, read from its IV file).
 type cdir struct {
 	fd   int
 	rel  string // "." for the root
-	iv   names.DirIV
+	iv   names.DirID
 	owns bool // fd is closed by close (the root's descriptor never is)
 }
 
@@ -198,9 +199,10 @@ func (n *node) openDir() (cdir, error) {
 			d.close()
 			return cdir{}, err
 		}
+		loc := names.ChildLoc(d.iv, stored)
 		d.close()
 		d = cdir{fd: fd, rel: rel, owns: true}
-		if d.iv, err = s.n.loadIV(d); err != nil {
+		if d.iv, err = s.n.loadIV(d, loc); err != nil {
 			d.close()
 			return cdir{}, err
 		}
@@ -235,21 +237,22 @@ func (n *node) openDirAt2(root cdir, steps []link) (cdir, bool) {
 	return cdir{fd: fd, rel: b.String(), iv: iv, owns: true}, true
 }
 
-// cachedIV returns directory n's IV if it was read already.
-func (n *node) cachedIV() (names.DirIV, bool) {
+// cachedIV returns directory n's ID if it was read already.
+func (n *node) cachedIV() (names.DirID, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.iv, n.ivOK
 }
 
-// loadIV returns directory n's IV, reading it from d (n's open cipher
-// directory) the first time; the read happens without n.mu held (a
-// directory's IV never changes: it moves with the directory on rename).
-func (n *node) loadIV(d cdir) (names.DirIV, error) {
+// loadIV returns directory n's ID, reading it from d (n's open cipher
+// directory, at place loc) the first time; the read happens without n.mu
+// held (a directory's ID never changes: a rename seals it for the new
+// place).
+func (n *node) loadIV(d cdir, loc names.Loc) (names.DirID, error) {
 	if iv, ok := n.cachedIV(); ok {
 		return iv, nil
 	}
-	iv, err := n.fs.readDirIV(d)
+	iv, err := n.fs.readDirIV(d, loc)
 	if err != nil {
 		return iv, err
 	}
