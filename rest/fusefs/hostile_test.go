@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,15 +279,83 @@ func plantSocket(t *testing.T, cp string) {
 
 func TestHostileCipherDirectory(t *testing.T) {
 	testenv.RequireRoot(t)
-	for _, tt := range hostileCases() {
-		t.Run(tt.name, func(t *testing.T) { runHostile(t, tt) })
+	if !probeOpenat2(t) {
+		t.Fatal("this kernel has no openat2 (Linux 5.6): the suite needs it to test both ways of resolving paths")
+	}
+	for _, resolve := range []string{"openat2", "walk"} {
+		t.Run(resolve, func(t *testing.T) {
+			for _, tt := range hostileCases() {
+				t.Run(tt.name, func(t *testing.T) { runHostile(t, tt, resolve == "openat2") })
+			}
+		})
+	}
+}
+
+// probeOpenat2 reports whether the mount resolves with openat2 here.
+func probeOpenat2(t *testing.T) bool {
+	fd, ok, err := openRoot(t.TempDir())
+	must(t, err)
+	unix.Close(fd)
+	return ok
+}
+
+// TestHostileRootIV: a volume whose root IV file is not a 16-byte regular
+// file does not mount (names.ErrBadDirIV, exit code 10 in the CLI), and
+// never blocks.
+func TestHostileRootIV(t *testing.T) {
+	tests := []struct {
+		name  string
+		plant func(t *testing.T, cp, canary string)
+	}{
+		{"symlink to a 16-byte host file", func(t *testing.T, cp, canary string) { must(t, os.Symlink(canary, cp)) }},
+		{"FIFO", func(t *testing.T, cp, _ string) { must(t, unix.Mkfifo(cp, 0o644)) }},
+		{"character device", func(t *testing.T, cp, _ string) {
+			must(t, unix.Mknod(cp, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 5)))) // /dev/zero's numbers
+		}},
+		{"socket", func(t *testing.T, cp, _ string) { plantSocket(t, cp) }},
+		{"directory", func(t *testing.T, cp, _ string) { must(t, os.Mkdir(cp, 0o700)) }},
+		{"missing", func(*testing.T, string, string) {}},
+		{"too long", func(t *testing.T, cp, _ string) { must(t, os.WriteFile(cp, make([]byte, 17), 0o400)) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(t)
+			canary := filepath.Join(t.TempDir(), "canary")
+			must(t, os.WriteFile(canary, []byte("canary-16-bytes!"), 0o600))
+			cp := filepath.Join(w.cipher, names.DirIVFile)
+			must(t, os.Remove(cp))
+			tt.plant(t, cp, canary)
+			v, err := names.LoadVolume(w.cipher)
+			must(t, err)
+			tr, err := v.Transform(context.Background(), w.env, "fusefs test")
+			must(t, err)
+			done := make(chan error, 1)
+			go func() {
+				f, err := New(Config{CipherDir: w.cipher, Tenant: "blue", Envelope: w.env, Names: tr, Log: slog.New(slog.NewTextHandler(w.log, nil))})
+				if err == nil {
+					f.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, names.ErrBadDirIV) {
+					t.Errorf("New: %v, want names.ErrBadDirIV", err)
+				}
+			case <-time.After(opWait):
+				t.Errorf("New did not return within %v: reading the root IV blocked", opWait)
+				if fd, err := unix.Open(cp, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+					unix.Close(fd) // releases a reader blocked on a FIFO
+				}
+			}
+		})
 	}
 }
 
 // runHostile runs one row: build the tree, plant (before mounting, or
 // live), run the calls in a child process, then check the results, the
 // canaries and the log.
-func runHostile(t *testing.T, tt hostileCase) {
+func runHostile(t *testing.T, tt hostileCase, openat2 bool) {
 	h := &hostile{w: newWorld(t)}
 	outside := t.TempDir()
 	h.canaryFile, h.canaryDir = filepath.Join(outside, "canary"), filepath.Join(outside, "canarydir")
@@ -309,7 +378,7 @@ func runHostile(t *testing.T, tt hostileCase) {
 	if !tt.live {
 		logWant = tt.plant(t, h)
 	}
-	mnt, f, unmount := h.w.mountFS(t)
+	mnt, f, unmount := h.w.mountFS(t, func(f *FS) { f.openat2 = f.openat2 && openat2 })
 	dev := mountDev(t, mnt)
 	hung := false
 	t.Cleanup(func() { h.unmount(t, mnt, dev, unmount, hung) })
