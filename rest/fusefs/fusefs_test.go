@@ -38,6 +38,13 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if spec := os.Getenv(opsHelperEnv); spec != "" {
+		if err := opsHelper(spec); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
@@ -122,7 +129,10 @@ func (w *world) mountOnce(t testing.TB) (string, func()) {
 	return mnt, unmount
 }
 
-func (w *world) mountFS(t testing.TB) (string, *FS, func()) {
+// mountFS mounts the volume and returns the mount point, the file system
+// and a function that unmounts it; tune changes the file system before it
+// is mounted.
+func (w *world) mountFS(t testing.TB, tune ...func(*FS)) (string, *FS, func()) {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Fatalf("FUSE is unavailable (%v): this test needs /dev/fuse and root", err)
@@ -139,6 +149,9 @@ func (w *world) mountFS(t testing.TB) (string, *FS, func()) {
 		Log: slog.New(slog.NewTextHandler(w.log, nil))})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, fn := range tune {
+		fn(f)
 	}
 	mnt := t.TempDir()
 	srv, err := f.Mount(mnt, MountOptions{})
