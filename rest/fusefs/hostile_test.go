@@ -84,22 +84,11 @@ type hostile struct {
 var longName = strings.Repeat("L", 200)
 
 // cipher returns the cipher path of plaintext path plain (relative to the
-// mount), computed from the cipher directory's IVs.
+// mount), computed from the cipher directory's IV files
+// (names_binding_test.go).
 func (h *hostile) cipher(t *testing.T, plain string) string {
 	t.Helper()
-	v, err := names.LoadVolume(h.w.cipher)
-	must(t, err)
-	tr, err := v.Transform(context.Background(), h.w.env, "fusefs test")
-	must(t, err)
-	p := h.w.cipher
-	for _, c := range strings.Split(plain, "/") {
-		iv, err := names.ReadDirIV(p)
-		must(t, err)
-		enc, err := tr.Encrypt(c, iv)
-		must(t, err)
-		stored, _ := names.Stored(enc)
-		p = filepath.Join(p, stored)
-	}
+	p, _, _ := cipherWalk(t, volumeNames(t, h.w), h.w.cipher, plain)
 	return p
 }
 
@@ -284,7 +273,7 @@ func TestHostileCipherDirectory(t *testing.T) {
 	}
 	for _, resolve := range []string{"openat2", "walk"} {
 		t.Run(resolve, func(t *testing.T) {
-			for _, tt := range hostileCases() {
+			for _, tt := range append(hostileCases(), namesHostileCases()...) {
 				t.Run(tt.name, func(t *testing.T) { runHostile(t, tt, resolve == "openat2") })
 			}
 		})
@@ -299,8 +288,8 @@ func probeOpenat2(t *testing.T) bool {
 	return ok
 }
 
-// TestHostileRootIV: a volume whose root IV file is not a 16-byte regular
-// file does not mount (names.ErrBadDirIV, exit code 10 in the CLI), and
+// TestHostileRootIV: a volume whose root IV file is not a regular file
+// sealed for the root does not mount (names.ErrBadDirIV, exit code 10 in the CLI), and
 // never blocks.
 func TestHostileRootIV(t *testing.T) {
 	tests := []struct {
@@ -316,6 +305,7 @@ func TestHostileRootIV(t *testing.T) {
 		{"directory", func(t *testing.T, cp, _ string) { must(t, os.Mkdir(cp, 0o700)) }},
 		{"missing", func(*testing.T, string, string) {}},
 		{"too long", func(t *testing.T, cp, _ string) { must(t, os.WriteFile(cp, make([]byte, 17), 0o400)) }},
+		{"16 random bytes (format 1)", func(t *testing.T, cp, _ string) { must(t, os.WriteFile(cp, []byte("0123456789abcdef"), 0o400)) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -556,7 +546,7 @@ func (h *hostile) abort(t *testing.T, dev uint64) {
 	}
 	for _, p := range h.fifos {
 		if fd, err := unix.Open(p, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
-			unix.Write(fd, make([]byte, names.DirIVSize))
+			unix.Write(fd, make([]byte, names.DirIVFileSize))
 			unix.Close(fd)
 		}
 	}

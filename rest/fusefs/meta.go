@@ -28,6 +28,11 @@ const maxSidecar = 4096
 func (f *FS) readDirIV(d cdir, loc names.Loc) (names.DirID, error) {
 	id, recovered, err := f.cfg.Names.ReadDirID(d.fd, loc)
 	if err != nil {
+		// Something other than a regular file there was planted: say so.
+		var st unix.Stat_t
+		if unix.Fstatat(d.fd, names.DirIVFile, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+			err = fmt.Errorf("%w: %w", err, &entryError{path: d.join(names.DirIVFile), want: "a regular file", found: typeName(st.Mode)})
+		}
 		return id, fmt.Errorf("%s: %w", f.abs(d.rel), err)
 	}
 	if recovered {

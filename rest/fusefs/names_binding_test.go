@@ -456,3 +456,84 @@ func TestInterruptedDirectoryRename(t *testing.T) {
 
 // longPlain is a name stored as a long name (with a sidecar).
 var longPlain = strings.Repeat("N", 200)
+
+// namesHostileCases are the rows of the hostile-storage suite
+// (hostile_test.go) for names bound to their directories: on its standard
+// tree (d/f, d/sub/g, d/<longName>), IV files copied or swapped, entries
+// moved between directories, a sidecar swapped, a symlink target copied.
+// Every call must give EIO or ENOENT (or succeed where marked OK) and the
+// mount must log it.
+func namesHostileCases() []hostileCase {
+	subContent := []hop{
+		{Op: "ls", Path: "d/sub"}, {Op: "stat", Path: "d/sub/g"}, {Op: "read", Path: "d/sub/g"},
+		{Op: "chmod", Path: "d/sub/g"}, {Op: "create", Path: "d/sub/new"}, {Op: "mkdir", Path: "d/sub/newdir"},
+		{Op: "symlink", Path: "d/sub/sl"}, {Op: "rename", Path: "d/sub/g", Arg: "d/sub/g2"},
+		{Op: "unlink", Path: "d/sub/g"}, {Op: "stat", Path: "d/sub", OK: true},
+	}
+	// copyIV puts the IV file of plaintext directory from ("" for the
+	// root) in place of d/sub's.
+	copyIV := func(from string) func(t *testing.T, h *hostile) string {
+		return func(t *testing.T, h *hostile) string {
+			src := h.w.cipher
+			if from != "" {
+				src = h.cipher(t, from)
+			}
+			replaceFile(t, filepath.Join(src, names.DirIVFile), filepath.Join(h.cipher(t, "d/sub"), names.DirIVFile))
+			return "does not authenticate"
+		}
+	}
+	// move renames the cipher entry of plaintext path from (and its
+	// sidecar) into the cipher directory of plaintext directory to,
+	// keeping its cipher name.
+	move := func(from, to string, long bool) func(t *testing.T, h *hostile) string {
+		return func(t *testing.T, h *hostile) string {
+			src := h.cipher(t, from)
+			dst := h.w.cipher
+			if to != "" {
+				dst = h.cipher(t, to)
+			}
+			must(t, os.Rename(src, filepath.Join(dst, filepath.Base(src))))
+			if long {
+				must(t, os.Rename(src+names.LongNameSuffix, filepath.Join(dst, filepath.Base(src)+names.LongNameSuffix)))
+			}
+			return "skipping a directory entry"
+		}
+	}
+	return []hostileCase{
+		{name: "IV file copied from the root", plant: copyIV(""), ops: subContent},
+		{name: "IV file copied from the parent directory", plant: copyIV("d"), ops: subContent},
+		{name: "IV files of a directory and its parent swapped", plant: func(t *testing.T, h *hostile) string {
+			a, b := filepath.Join(h.cipher(t, "d"), names.DirIVFile), filepath.Join(h.cipher(t, "d/sub"), names.DirIVFile)
+			must(t, os.Rename(a, a+".x"))
+			must(t, os.Rename(b, a))
+			must(t, os.Rename(a+".x", b))
+			return "does not authenticate"
+		}, ops: append(subContent[:len(subContent)-1], hop{Op: "ls", Path: "d"}, hop{Op: "read", Path: "d/f"})},
+		{name: "file moved in from another directory", plant: move("d/sub/g", "d", false),
+			ops: []hop{{Op: "ls", Path: "d", OK: true}, {Op: "stat", Path: "d/g"}, {Op: "read", Path: "d/g"}, {Op: "stat", Path: "d/sub/g"}}},
+		{name: "directory moved in from another directory", plant: move("d/sub", "", false),
+			ops: []hop{{Op: "ls", Path: ".", OK: true}, {Op: "stat", Path: "sub"}, {Op: "ls", Path: "sub"}, {Op: "read", Path: "sub/g"}, {Op: "stat", Path: "d/sub"}}},
+		{name: "long name moved with its sidecar to another directory", plant: move("d/"+longName, "d/sub", true),
+			ops: []hop{{Op: "ls", Path: "d/sub", OK: true}, {Op: "stat", Path: "d/sub/" + longName}, {Op: "read", Path: "d/sub/" + longName}, {Op: "stat", Path: "d/" + longName}}},
+		{name: "sidecar swapped for another long name's", plant: func(t *testing.T, h *hostile) string {
+			// What the sidecar of another long name in d would hold.
+			tr := volumeNames(t, h.w)
+			_, dID, _ := cipherWalk(t, tr, h.w.cipher, "d/x")
+			other, err := tr.Encrypt(strings.Repeat("M", 220), dID)
+			must(t, err)
+			sc := h.cipher(t, "d/"+longName) + names.LongNameSuffix
+			_ = os.Chmod(sc, 0o600)
+			must(t, os.WriteFile(sc, []byte(other), 0o400))
+			return "does not match its name"
+		}, ops: fileOps("d/"+longName, "readlink")},
+		{name: "symlink target copied from another symlink", plant: func(t *testing.T, h *hostile) string {
+			// The target sealed for d/sl2, stored as d/sl1.
+			tr := volumeNames(t, h.w)
+			_, dID, sl2 := cipherWalk(t, tr, h.w.cipher, "d/sl2")
+			sealed, err := tr.EncryptSymlink("/etc/passwd", dID, sl2)
+			must(t, err)
+			must(t, os.Symlink(sealed, h.cipher(t, "d/sl1")))
+			return "does not authenticate here"
+		}, ops: []hop{{Op: "ls", Path: "d", OK: true}, {Op: "readlink", Path: "d/sl1"}, {Op: "stat", Path: "d/sl1"}, {Op: "read", Path: "d/sl1"}}},
+	}
+}
