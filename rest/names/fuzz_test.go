@@ -2,9 +2,11 @@ package names
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzDecryptName: any input decrypts to a valid name that encrypts back to
@@ -130,6 +132,41 @@ func FuzzDecryptSymlink(f *testing.F) {
 		}
 		if _, err := tr.DecryptSymlink(enc, dir, "other"); err == nil {
 			t.Fatal("a target opened for another entry")
+		}
+	})
+}
+
+// FuzzParseVolume: any input is refused with ErrBadVolume, or parses to a
+// volume that marshals and parses back to the same volume.
+func FuzzParseVolume(f *testing.F) {
+	env := newEnv(f)
+	v, err := InitVolume(context.Background(), f.TempDir(), env, "blue", time.Now())
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, err := v.Marshal()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add(bytes.Replace(good, []byte(`"version": 2`), []byte(`"version": 1`), 1))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"format":"tencrypt-volume","version":2}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := ParseVolume(data)
+		if err != nil {
+			if !errors.Is(err, ErrBadVolume) {
+				t.Fatalf("error not ErrBadVolume: %v", err)
+			}
+			return
+		}
+		out, err := v.Marshal()
+		if err != nil {
+			t.Fatalf("a parsed volume does not marshal: %v", err)
+		}
+		back, err := ParseVolume(out)
+		if err != nil || back.ID != v.ID || back.Tenant != v.Tenant || !back.Created.Equal(v.Created) || back.NameKey.Tenant != v.NameKey.Tenant {
+			t.Fatalf("round trip: %+v, %v; want %+v", back, err, v)
 		}
 	})
 }
