@@ -279,10 +279,11 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 }
 
 // lookupErrno is errno for a lookup: an entry refused as planted is
-// ENOENT (it is not part of the volume), logged all the same.
+// ENOENT (it is not part of the volume), logged all the same; a directory
+// whose IV file is broken stays EIO, as for every other operation in it.
 func (f *FS) lookupErrno(name string, err error) syscall.Errno {
 	errno := f.errno("lookup", name, err)
-	if isEntryError(err) {
+	if isEntryError(err) && !errors.Is(err, names.ErrBadDirIV) {
 		return syscall.ENOENT
 	}
 	return errno

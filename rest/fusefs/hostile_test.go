@@ -650,3 +650,33 @@ func runOp(o hop) error {
 	}
 	return fmt.Errorf("BUG: unknown op %q", o.Op)
 }
+
+// TestHardLinkedFileMetadata: the mount's own hard links (more than one
+// link, so metadata changes go through the authenticated file) still take
+// chmod, chown, utimes and truncate when not open.
+func TestHardLinkedFileMetadata(t *testing.T) {
+	w := newWorld(t)
+	mnt, _ := w.mount(t)
+	a, b := filepath.Join(mnt, "a"), filepath.Join(mnt, "b")
+	must(t, os.WriteFile(a, []byte("linked content"), 0o644))
+	must(t, os.Link(a, b))
+	when := time.Date(2011, 2, 3, 4, 5, 6, 0, time.UTC)
+	must(t, os.Truncate(b, 6))
+	must(t, os.Chmod(b, 0o600))
+	must(t, os.Lchown(b, 4242, 4343))
+	must(t, os.Chtimes(b, when, when))
+	var st syscall.Stat_t
+	must(t, syscall.Stat(a, &st))
+	if st.Mtim.Sec != when.Unix() {
+		t.Errorf("mtime %d, want %d", st.Mtim.Sec, when.Unix())
+	}
+	for _, p := range []string{a, b} {
+		must(t, syscall.Stat(p, &st))
+		if st.Mode&07777 != 0o600 || st.Uid != 4242 || st.Gid != 4343 || st.Nlink != 2 || st.Size != 6 {
+			t.Errorf("%s: mode %o uid %d gid %d links %d size %d; want 600 4242 4343 2 6", p, st.Mode&07777, st.Uid, st.Gid, st.Nlink, st.Size)
+		}
+		if got, err := os.ReadFile(p); err != nil || string(got) != "linked" {
+			t.Errorf("%s: %q, %v; want \"linked\"", p, got, err)
+		}
+	}
+}
