@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -133,24 +134,32 @@ func (t *Transform) OpenDirIV(data []byte, l Loc) (DirID, error) {
 // small metadata file.
 const maxMetaRead = 4096
 
-// ReadMeta reads the small regular file name in the directory open as
-// dirfd, at most max bytes (more is an error): it does not follow a
-// symlink, does not block on a FIFO or device (O_NONBLOCK), and refuses
-// anything but a regular file. The mount reads IV files and sidecars with
-// it.
-func ReadMeta(dirfd int, name string, max int) ([]byte, error) {
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+// readMeta reads the small regular file name in the directory open as
+// dirfd (an O_PATH descriptor is fine), at most max bytes (more is an
+// error). Whatever is there is first opened O_PATH|O_NOFOLLOW, which has
+// no side effect, and fstat'ed: anything but a regular file is refused
+// without ever being opened for reading (a FIFO would block, a device can
+// act on open, a symlink is never followed); a regular file is reopened
+// through /proc/self/fd, so exactly the inode checked is read, with
+// O_NONBLOCK for good measure. The mount reads IV files with it.
+func readMeta(dirfd int, name string, max int) ([]byte, error) {
+	pfd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: name, Err: err}
 	}
-	defer unix.Close(fd)
+	defer unix.Close(pfd)
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := unix.Fstat(pfd, &st); err != nil {
 		return nil, &os.PathError{Op: "stat", Path: name, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("%s is not a regular file (mode %#o)", name, st.Mode&unix.S_IFMT)
 	}
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(pfd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "reopen", Path: name, Err: err}
+	}
+	defer unix.Close(fd)
 	if max > maxMetaRead {
 		max = maxMetaRead
 	}
@@ -205,7 +214,7 @@ func writeMeta(dirfd int, name string, data []byte) error {
 // ever tried, so a broken IV file makes the directory unreadable, never
 // readable under another ID.
 func (t *Transform) ReadDirID(dirfd int, l Loc) (id DirID, recovered bool, err error) {
-	data, err := ReadMeta(dirfd, DirIVFile, DirIVFileSize)
+	data, err := readMeta(dirfd, DirIVFile, DirIVFileSize)
 	if err == nil {
 		if id, err = t.OpenDirIV(data, l); err == nil {
 			return id, false, nil
@@ -213,7 +222,7 @@ func (t *Transform) ReadDirID(dirfd int, l Loc) (id DirID, recovered bool, err e
 	} else {
 		err = fmt.Errorf("%w: %w", ErrBadDirIV, err)
 	}
-	next, nerr := ReadMeta(dirfd, DirIVNextFile, DirIVFileSize)
+	next, nerr := readMeta(dirfd, DirIVNextFile, DirIVFileSize)
 	if nerr != nil {
 		return DirID{}, false, err
 	}
