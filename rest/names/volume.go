@@ -58,8 +58,8 @@ type volumeV1Error struct{}
 
 func (volumeV1Error) Error() string {
 	return "volume format 1 is no longer supported (its directory IVs and names were not authenticated): " +
-		"mount it with a tencrypt release that reads format 1, create a new volume with 'tencrypt volume init NEWDIR --tenant TENANT', " +
-		"mount both and copy the files across (cp -a), then remove the old cipher directory"
+		"mount it with a tencrypt built before volume format 2 (docs/NAMES.md), create a new volume with this one " +
+		"('tencrypt volume init NEWDIR --tenant TENANT'), mount both and copy the files across (cp -a), then remove the old cipher directory"
 }
 
 // Is makes ErrVolumeV1 match ErrBadVolume, so callers that map
