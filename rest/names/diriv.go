@@ -130,10 +130,6 @@ func (t *Transform) OpenDirIV(data []byte, l Loc) (DirID, error) {
 	return id, nil
 }
 
-// maxMetaRead bounds what readMeta reads of a file that claims to be a
-// small metadata file.
-const maxMetaRead = 4096
-
 // readMeta reads the small regular file name in the directory open as
 // dirfd (an O_PATH descriptor is fine), at most max bytes (more is an
 // error). Whatever is there is first opened O_PATH|O_NOFOLLOW, which has
@@ -160,9 +156,6 @@ func readMeta(dirfd int, name string, max int) ([]byte, error) {
 		return nil, &os.PathError{Op: "reopen", Path: name, Err: err}
 	}
 	defer unix.Close(fd)
-	if max > maxMetaRead {
-		max = maxMetaRead
-	}
 	buf := make([]byte, max+1)
 	n := 0
 	for n < len(buf) {
@@ -314,9 +307,10 @@ func CommitMove(dirfd int) error {
 // AbortMove removes the pending IV file after a failed rename.
 func AbortMove(dirfd int) { _ = unix.Unlinkat(dirfd, DirIVNextFile, 0) }
 
-// openDir opens the directory path without following a final symlink.
+// openDir opens the cipher directory path: the operator's path, taken as
+// given (it may be a symlink); what is inside is never followed.
 func openDir(path string) (int, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, &os.PathError{Op: "open", Path: path, Err: err}
 	}

@@ -487,6 +487,23 @@ func TestVolume(t *testing.T) {
 	if _, err := LoadVolume(t.TempDir()); !errors.Is(err, ErrNoVolume) {
 		t.Errorf("no volume: %v", err)
 	}
+	if _, err := LoadVolume(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, ErrNoVolume) {
+		t.Errorf("no directory: %v", err)
+	}
+	// A volume file that is a symlink (to a real one) or a FIFO is refused
+	// without being followed or blocking on.
+	for _, kind := range []string{"symlink", "fifo"} {
+		d := t.TempDir()
+		p := filepath.Join(d, VolumeFile)
+		if kind == "symlink" {
+			must(t, os.Symlink(filepath.Join(dir, VolumeFile), p))
+		} else {
+			must(t, unix.Mkfifo(p, 0o600))
+		}
+		if _, err := LoadVolume(d); !errors.Is(err, ErrBadVolume) {
+			t.Errorf("%s as the volume file: %v, want ErrBadVolume", kind, err)
+		}
+	}
 	if _, err := InitVolume(ctx, t.TempDir(), env, "green", time.Now()); !errors.Is(err, keys.ErrUnknownTenant) {
 		t.Errorf("unknown tenant: %v", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -191,21 +190,23 @@ func ParseVolume(data []byte) (*Volume, error) {
 }
 
 // LoadVolume reads the volume configuration of the cipher directory dir.
+// The file must be a regular file (a symlink planted there is not
+// followed, a FIFO does not block) of at most 64 KiB.
 func LoadVolume(dir string) (*Volume, error) {
-	f, err := os.Open(filepath.Join(dir, VolumeFile))
+	fd, err := openDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", dir, ErrNoVolume)
 	}
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxVolumeFile+1))
-	if err != nil {
-		return nil, err
+	defer unix.Close(fd)
+	data, err := readMeta(fd, VolumeFile, maxVolumeFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", dir, ErrNoVolume)
 	}
-	if len(data) > maxVolumeFile {
-		return nil, fmt.Errorf("%s: %w: larger than %d bytes", dir, ErrBadVolume, maxVolumeFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", filepath.Join(dir, VolumeFile), ErrBadVolume, err)
 	}
 	v, err := ParseVolume(data)
 	if err != nil {
