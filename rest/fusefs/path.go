@@ -108,7 +108,7 @@ func found(dirfd int, name string) string {
 func typeError(dirfd int, rel, name, want string, err error) error {
 	switch {
 	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.ENXIO),
-		errors.Is(err, syscall.EISDIR), errors.Is(err, syscall.EXDEV), errors.Is(err, syscall.EMLINK):
+		errors.Is(err, syscall.EISDIR), errors.Is(err, syscall.EXDEV):
 		return &entryError{path: rel, want: want, found: found(dirfd, name)}
 	}
 	return err
