@@ -15,20 +15,21 @@ import (
 )
 
 // headerSize returns the header size of regular file stored in d (n's
-// cipher entry), reading the header the first time without n.mu held.
-func (n *node) headerSize(d cdir, stored string) (int, error) {
+// cipher entry, whose stat is st), reading the header the first time
+// without n.mu held.
+func (n *node) headerSize(d cdir, stored string, st *syscall.Stat_t) (int, error) {
 	n.mu.Lock()
 	hs := n.hdrSize
 	n.mu.Unlock()
 	if hs != 0 {
 		return hs, nil
 	}
-	f, _, err := openRegular(d, stored, unix.O_RDONLY)
+	fd, err := openSeen(d, stored, st)
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	h, err := format.ReadHeader(io.NewSectionReader(f, 0, format.MaxHeaderSize))
+	defer unix.Close(fd)
+	h, err := format.ReadHeader(io.NewSectionReader(fdReaderAt(fd), 0, format.MaxHeaderSize))
 	if err != nil {
 		return 0, err
 	}
@@ -56,7 +57,7 @@ func (n *node) fillAttr(d cdir, stored string, st *syscall.Stat_t, out *fuse.Att
 			return nil
 		}
 		out.Size = 0
-		hs, err := n.headerSize(d, stored)
+		hs, err := n.headerSize(d, stored, st)
 		if isEntryError(err) {
 			return err
 		}

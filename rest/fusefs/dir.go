@@ -96,7 +96,10 @@ func readDirents(d cdir, max int) ([]os.DirEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), d.rel)
+	// Named by its /proc/self/fd link: where the file system gives no
+	// entry types, ReadDir lstats parent/name, which must be this very
+	// directory (never a path resolved anew).
+	f := os.NewFile(uintptr(fd), procPath(fd))
 	defer f.Close()
 	ents, err := f.ReadDir(max)
 	if errors.Is(err, io.EOF) {
