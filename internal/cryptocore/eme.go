@@ -7,17 +7,6 @@ import (
 	"github.com/rfjakob/eme"
 )
 
-// HKDF labels of the encrypted-name volume (docs/NAMES.md). Changing one
-// changes the on-disk format.
-const (
-	// LabelNamesEME derives the EME key that encrypts file and directory
-	// names from the volume's name DEK.
-	LabelNamesEME = "tencrypt names v1 EME file names"
-	// LabelNamesSymlink derives the AES-256-GCM key that seals symbolic
-	// link targets from the volume's name DEK.
-	LabelNamesSymlink = "tencrypt names v1 symlink targets"
-)
-
 // Sizes of EME, the wide-block mode of the name encryption.
 const (
 	// EMEBlockSize is the unit of EME input: inputs are a whole number of

@@ -226,7 +226,7 @@ func encryptName(t *testing.T, env *keys.Envelope, cdir string, v *names.Volume,
 	if err != nil {
 		t.Fatal(err)
 	}
-	iv, err := names.ReadDirIV(cdir)
+	iv, err := tr.ReadRootID(cdir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func decryptName(t *testing.T, env *keys.Envelope, cdir, enc string) (string, er
 	if err != nil {
 		return "", err
 	}
-	iv, err := names.ReadDirIV(cdir)
+	iv, err := tr.ReadRootID(cdir)
 	if err != nil {
 		return "", err
 	}

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"io"
 	"os"
-	"strconv"
 	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/tencrypt/tencrypt/rest/format"
 )
@@ -38,53 +38,6 @@ type content struct {
 // rebuildAfter is how many reads without a write it takes to rebuild the
 // batched reader: rebuilding reads the header and the final block again.
 const rebuildAfter = 4
-
-// open returns n's shared open state, opening it if needed; release it.
-func (n *node) open(ctx context.Context, cp string) (*content, syscall.Errno) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.c != nil {
-		n.c.refs++
-		return n.c, 0
-	}
-	osf, err := openFile(cp, syscall.O_RDWR, 0)
-	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EROFS) {
-		osf, err = openFile(cp, syscall.O_RDONLY, 0)
-	}
-	if err != nil {
-		return nil, gofs.ToErrno(err)
-	}
-	fi, err := osf.Stat()
-	if err != nil {
-		osf.Close()
-		return nil, gofs.ToErrno(err)
-	}
-	f, err := format.OpenFile(osf, fi.Size(), n.fs.unwrapper(ctx), format.WithPath(cp))
-	if err != nil {
-		osf.Close()
-		return nil, n.fs.errno("open", n.plainPath(), err)
-	}
-	n.hdrSize = f.Header().Size()
-	n.c = &content{n: n, refs: 1, osf: osf, f: f, path: cp}
-	return n.c, 0
-}
-
-// release drops one reference to c, closing it with the last.
-func (n *node) release(c *content) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c.refs--
-	if c.refs > 0 {
-		return
-	}
-	if n.c == c {
-		n.c = nil
-	}
-	c.mu.Lock()
-	c.ra = nil
-	c.osf.Close()
-	c.mu.Unlock()
-}
 
 func (c *content) size() int64 {
 	c.mu.RLock()
@@ -198,7 +151,7 @@ func (h *handle) setattr(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	}
 	// The descriptor's /proc link reaches the inode even after an unlink
 	// or a rename, with nanosecond times (futimens has no Go wrapper).
-	if errno := utimensAt("/proc/self/fd/"+strconv.Itoa(fd), in, true); errno != 0 {
+	if errno := utimensAt(unix.AT_FDCWD, procPath(fd), in, 0); errno != 0 {
 		return errno
 	}
 	return h.c.getattr(out)

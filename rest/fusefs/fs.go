@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/rest/format"
@@ -53,6 +55,10 @@ type Stats struct {
 	Unwraps       atomic.Int64 // file DEKs unwrapped through the key backend
 	CacheHits     atomic.Int64 // file DEKs taken from the cache
 	NewKeys       atomic.Int64 // file DEKs made for new files
+	// Refused counts cipher entries refused because they were not what the
+	// mount makes there: symlinks, FIFOs, devices or sockets planted in the
+	// cipher directory, entries that changed type (docs/MOUNT.md).
+	Refused atomic.Int64
 }
 
 // FS is one volume's file system.
@@ -64,6 +70,12 @@ type FS struct {
 	root  *node
 	// rootDev is the cipher directory's device, folded into inode numbers.
 	rootDev uint64
+	// rootFD is the cipher directory, opened O_PATH at New: every cipher
+	// path is resolved from it (path.go). Closed by Close.
+	rootFD int
+	// openat2 says the kernel resolves a whole path without symlinks in
+	// one call (RESOLVE_NO_SYMLINKS|RESOLVE_BENEATH).
+	openat2 bool
 }
 
 // inodeNumber is the FUSE inode number of a cipher entry. Inode numbers
@@ -78,7 +90,7 @@ func (f *FS) inodeNumber(st *syscall.Stat_t) uint64 {
 }
 
 // New returns the file system of cfg's volume; Root is its root node.
-func New(cfg Config) (*FS, error) {
+func New(cfg Config) (_ *FS, err error) {
 	if cfg.CipherDir == "" || cfg.Envelope == nil || cfg.Names == nil || cfg.Log == nil {
 		return nil, errors.New("BUG: fusefs.New needs a cipher directory, an envelope, a name transform and a logger")
 	}
@@ -90,21 +102,34 @@ func New(cfg Config) (*FS, error) {
 		return nil, err
 	}
 	cfg.CipherDir = abs
-	iv, err := names.ReadDirIV(abs)
-	if err != nil {
-		return nil, err
-	}
 	if cfg.KeyCache == 0 {
 		cfg.KeyCache = DefaultKeyCache
 	}
 	if cfg.Caller == "" {
 		cfg.Caller = "tencrypt mount"
 	}
-	var rst syscall.Stat_t
-	if err := syscall.Stat(abs, &rst); err != nil {
+	// Resolution reopens checked inodes through /proc/self/fd (path.go).
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		return nil, fmt.Errorf("the mount needs /proc mounted: %w", err)
+	}
+	rootFD, openat2, err := openRoot(abs)
+	if err != nil {
 		return nil, err
 	}
-	f := &FS{cfg: cfg, cache: newKeyCache(cfg.KeyCache), log: cfg.Log, rootDev: uint64(rst.Dev)}
+	defer func() {
+		if err != nil {
+			unix.Close(rootFD)
+		}
+	}()
+	var rst syscall.Stat_t
+	if err = syscall.Fstat(rootFD, &rst); err != nil {
+		return nil, err
+	}
+	f := &FS{cfg: cfg, cache: newKeyCache(cfg.KeyCache), log: cfg.Log, rootDev: uint64(rst.Dev), rootFD: rootFD, openat2: openat2}
+	iv, err := f.readDirIV(cdir{fd: rootFD, rel: "."}, names.RootLoc())
+	if err != nil {
+		return nil, err
+	}
 	f.root = &node{fs: f, iv: iv, ivOK: true}
 	return f, nil
 }
@@ -118,8 +143,15 @@ func (f *FS) Stats() *Stats { return &f.stats }
 // CachedKeys is the number of DEKs in the cache.
 func (f *FS) CachedKeys() int { return f.cache.len() }
 
-// Close zeroes the cached keys; call it after the server has stopped.
-func (f *FS) Close() { f.cache.clear() }
+// Close zeroes the cached keys and closes the cipher directory; call it
+// after the server has stopped.
+func (f *FS) Close() {
+	f.cache.clear()
+	if f.rootFD >= 0 {
+		unix.Close(f.rootFD)
+		f.rootFD = -1
+	}
+}
 
 // How long the kernel caches entries and attributes.
 const (
@@ -219,9 +251,15 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 		f.stats.CorruptBlocks.Add(1)
 		f.log.Error("unreadable encrypted file: returning EIO", "op", op, "file", path, "err", err)
 		return syscall.EIO
-	case errors.Is(err, names.ErrBadName), errors.Is(err, names.ErrBadDirIV):
-		f.log.Warn("undecryptable name: returning EBADMSG", "op", op, "file", path, "err", err)
-		return syscall.EBADMSG
+	case isEntryError(err):
+		f.refuse(op, path, err)
+		return syscall.EIO
+	case errors.Is(err, names.ErrBadDirIV):
+		f.log.Error("directory IV unreadable: returning EIO", "op", op, "file", path, "err", err)
+		return syscall.EIO
+	case errors.Is(err, names.ErrBadName):
+		f.log.Error("undecryptable name, sidecar or symlink target: returning EIO", "op", op, "file", path, "err", err)
+		return syscall.EIO
 	case errors.Is(err, names.ErrInvalidName):
 		return syscall.ENAMETOOLONG
 	case errors.Is(err, format.ErrTooLarge):
@@ -238,4 +276,34 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 	}
 	f.log.Error("returning EIO", "op", op, "file", path, "err", err)
 	return syscall.EIO
+}
+
+// lookupErrno is errno for a lookup: an entry refused as planted is
+// ENOENT (it is not part of the volume), logged all the same; a directory
+// whose IV file is broken stays EIO, as for every other operation in it.
+func (f *FS) lookupErrno(name string, err error) syscall.Errno {
+	errno := f.errno("lookup", name, err)
+	if isEntryError(err) && !errors.Is(err, names.ErrBadDirIV) {
+		return syscall.ENOENT
+	}
+	return errno
+}
+
+// refuse logs and counts a cipher entry refused because it is not what
+// the mount expects there (an entryError).
+func (f *FS) refuse(op, path string, err error) {
+	f.stats.Refused.Add(1)
+	var e *entryError
+	if errors.As(err, &e) {
+		f.log.Error("refusing an unexpected entry in the cipher directory", "op", op, "file", path,
+			"cipher_path", f.abs(e.path), "found", e.found, "want", e.want)
+		return
+	}
+	f.log.Error("refusing an unexpected entry in the cipher directory", "op", op, "file", path, "err", err)
+}
+
+// isEntryError reports whether err comes from an entry of the wrong type.
+func isEntryError(err error) bool {
+	var e *entryError
+	return errors.As(err, &e)
 }

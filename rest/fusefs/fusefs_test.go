@@ -38,6 +38,13 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if spec := os.Getenv(opsHelperEnv); spec != "" {
+		if err := opsHelper(spec); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
@@ -109,6 +116,24 @@ func newWorld(t testing.TB) *world {
 // Cleanup, even when the test fails.
 func (w *world) mount(t testing.TB) (string, *FS) {
 	t.Helper()
+	mnt, f, unmount := w.mountFS(t)
+	t.Cleanup(unmount)
+	return mnt, f
+}
+
+// mountOnce mounts the volume and returns the mount point and a function
+// that unmounts it (call it once, also on failure).
+func (w *world) mountOnce(t testing.TB) (string, func()) {
+	t.Helper()
+	mnt, _, unmount := w.mountFS(t)
+	return mnt, unmount
+}
+
+// mountFS mounts the volume and returns the mount point, the file system
+// and a function that unmounts it; tune changes the file system before it
+// is mounted.
+func (w *world) mountFS(t testing.TB, tune ...func(*FS)) (string, *FS, func()) {
+	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Fatalf("FUSE is unavailable (%v): this test needs /dev/fuse and root", err)
 	}
@@ -125,19 +150,21 @@ func (w *world) mount(t testing.TB) (string, *FS) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, fn := range tune {
+		fn(f)
+	}
 	mnt := t.TempDir()
 	srv, err := f.Mount(mnt, MountOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	return mnt, f, func() {
 		if err := srv.Unmount(); err != nil {
 			t.Errorf("unmount %s: %v", mnt, err)
 			_ = exec.Command("fusermount3", "-uz", mnt).Run()
 		}
 		f.Close()
-	})
-	return mnt, f
+	}
 }
 
 func randomBytes(n int, seed uint64) []byte {

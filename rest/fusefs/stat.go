@@ -6,17 +6,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// statx stats path (not following a symlink), or the descriptor fd when
-// path is "", into st, and returns a generation for the inode number: its
-// birth time. go-fuse identifies nodes by (inode number, generation), so
-// a file that reuses the number of a deleted one that the kernel still
-// remembers (open, or not yet forgotten) is not mistaken for it.
-func statx(fd int, path string, st *syscall.Stat_t) (gen uint64, err error) {
+// statx stats path in directory dirfd (not following a symlink), or
+// dirfd itself when path is "", into st, and returns a generation for the
+// inode number: its birth time. go-fuse identifies nodes by (inode number,
+// generation), so a file that reuses the number of a deleted one that the
+// kernel still remembers (open, or not yet forgotten) is not mistaken for
+// it.
+func statx(dirfd int, path string, st *syscall.Stat_t) (gen uint64, err error) {
 	var sx unix.Statx_t
 	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_SYNC_AS_STAT
-	dirfd := unix.AT_FDCWD
 	if path == "" {
-		dirfd, flags = fd, flags|unix.AT_EMPTY_PATH
+		flags |= unix.AT_EMPTY_PATH
 	}
 	if err := unix.Statx(dirfd, path, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx); err != nil {
 		return 0, err

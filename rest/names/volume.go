@@ -8,11 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tencrypt/tencrypt/internal/atomicfile"
 	"github.com/tencrypt/tencrypt/keys"
@@ -24,8 +25,12 @@ const (
 	VolumeFile = "tencrypt.volume"
 	// VolumeFormat is the "format" field of every volume configuration.
 	VolumeFormat = "tencrypt-volume"
-	// VolumeVersion1 is the configuration version this package writes.
-	VolumeVersion1 = 1
+	// VolumeVersion is the volume format this package reads and writes:
+	// 2, with directory IDs bound to their place and authenticated names
+	// (docs/NAMES.md).
+	VolumeVersion = 2
+	// volumeVersion1 is the first format, refused with ErrVolumeV1.
+	volumeVersion1 = 1
 	// Purpose is the keys purpose of a volume's name DEK.
 	Purpose = "fs-names"
 	// VolumeIDSize is the size of the random volume ID (the HKDF salt of the
@@ -40,9 +45,25 @@ var (
 	ErrNoVolume = errors.New("not a tencrypt volume (no " + VolumeFile + "): create one with 'tencrypt volume init CIPHERDIR --tenant TENANT'")
 	// ErrBadVolume: the configuration is malformed or of an unknown version.
 	ErrBadVolume = errors.New("malformed or unknown " + VolumeFile + ": the volume is damaged or needs a newer tencrypt")
+	// ErrVolumeV1: the volume is of format 1, whose directory IVs and
+	// names were not authenticated (docs/NAMES.md, "Format 1"). It also
+	// matches ErrBadVolume.
+	ErrVolumeV1 error = volumeV1Error{}
 	// ErrVolumeExists: init found a volume configuration already.
 	ErrVolumeExists = errors.New("the directory is a tencrypt volume already")
 )
+
+type volumeV1Error struct{}
+
+func (volumeV1Error) Error() string {
+	return "volume format 1 is no longer supported (its directory IVs and names were not authenticated): " +
+		"mount it with a tencrypt built before volume format 2 (docs/NAMES.md), create a new volume with this one " +
+		"('tencrypt volume init NEWDIR --tenant TENANT'), mount both and copy the files across (cp -a), then remove the old cipher directory"
+}
+
+// Is makes ErrVolumeV1 match ErrBadVolume, so callers that map
+// ErrBadVolume (to an exit code) need not know it.
+func (volumeV1Error) Is(target error) bool { return target == ErrBadVolume }
 
 // Volume is the configuration of a cipher directory: which tenant owns it
 // and its name key, wrapped under the tenant's KEK.
@@ -65,7 +86,8 @@ type volumeJSON struct {
 
 // InitVolume makes dir (created if missing; if it exists it must be empty)
 // a volume of tenant: a fresh name DEK wrapped under the tenant's current
-// KEK in VolumeFile, written atomically, and the root's DirIVFile.
+// KEK in VolumeFile, written atomically, and the root's DirIVFile, which
+// seals the root's ID under a key derived from the name DEK.
 func InitVolume(ctx context.Context, dir string, env *keys.Envelope, tenant string, now time.Time) (*Volume, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create the cipher directory: %w", err)
@@ -86,18 +108,27 @@ func InitVolume(ctx context.Context, dir string, env *keys.Envelope, tenant stri
 	if err != nil {
 		return nil, err
 	}
-	dek.Zero()
 	v := &Volume{Tenant: tenant, NameKey: wk, Created: now.UTC().Truncate(time.Second)}
 	_, _ = rand.Read(v.ID[:])
+	tr, err := NewTransform(&dek, v.ID[:])
+	dek.Zero()
+	if err != nil {
+		return nil, err
+	}
 	data, err := v.Marshal()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := WriteDirIV(dir); err != nil {
+	fd, err := openDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	if _, err := tr.CreateDirIV(fd, RootLoc()); err != nil {
 		return nil, err
 	}
 	if err := atomicfile.Write(filepath.Join(dir, VolumeFile), data, atomicfile.Options{Perm: 0o400}); err != nil {
-		os.Remove(filepath.Join(dir, DirIVFile))
+		_ = RemoveDirIV(fd)
 		return nil, fmt.Errorf("write the volume configuration: %w", err)
 	}
 	return v, nil
@@ -110,7 +141,7 @@ func (v *Volume) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	b, err := json.MarshalIndent(volumeJSON{
-		Format: VolumeFormat, Version: VolumeVersion1,
+		Format: VolumeFormat, Version: VolumeVersion,
 		VolumeID: hex.EncodeToString(v.ID[:]), Tenant: v.Tenant,
 		NameKey: base64.StdEncoding.EncodeToString(blob),
 		Created: v.Created.UTC().Format(time.RFC3339),
@@ -127,8 +158,11 @@ func ParseVolume(data []byte) (*Volume, error) {
 	if j.Format != VolumeFormat {
 		return nil, fmt.Errorf("%w: format %q, want %q", ErrBadVolume, j.Format, VolumeFormat)
 	}
-	if j.Version != VolumeVersion1 {
-		return nil, fmt.Errorf("%w: version %d, this tencrypt reads %d", ErrBadVolume, j.Version, VolumeVersion1)
+	if j.Version == volumeVersion1 {
+		return nil, ErrVolumeV1
+	}
+	if j.Version != VolumeVersion {
+		return nil, fmt.Errorf("%w: version %d, this tencrypt reads %d", ErrBadVolume, j.Version, VolumeVersion)
 	}
 	v := &Volume{Tenant: j.Tenant}
 	id, err := hex.DecodeString(j.VolumeID)
@@ -156,21 +190,23 @@ func ParseVolume(data []byte) (*Volume, error) {
 }
 
 // LoadVolume reads the volume configuration of the cipher directory dir.
+// The file must be a regular file (a symlink planted there is not
+// followed, a FIFO does not block) of at most 64 KiB.
 func LoadVolume(dir string) (*Volume, error) {
-	f, err := os.Open(filepath.Join(dir, VolumeFile))
+	fd, err := openDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", dir, ErrNoVolume)
 	}
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxVolumeFile+1))
-	if err != nil {
-		return nil, err
+	defer unix.Close(fd)
+	data, err := readMeta(fd, VolumeFile, maxVolumeFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", dir, ErrNoVolume)
 	}
-	if len(data) > maxVolumeFile {
-		return nil, fmt.Errorf("%s: %w: larger than %d bytes", dir, ErrBadVolume, maxVolumeFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", filepath.Join(dir, VolumeFile), ErrBadVolume, err)
 	}
 	v, err := ParseVolume(data)
 	if err != nil {

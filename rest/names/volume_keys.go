@@ -176,10 +176,13 @@ var _ keys.Holder = MetadataHolder{}
 // Kind implements keys.Holder.
 func (MetadataHolder) Kind() string { return "volume-metadata" }
 
-// Match implements keys.Holder: by name.
+// Match implements keys.Holder: by name. Besides IV files and sidecars, a
+// crash can leave a pending IV file or a temporary entry behind; a
+// temporary entry that holds a tencrypt file is matched by that file's
+// holder first, by its magic.
 func (MetadataHolder) Match(path string, _ []byte) bool {
 	base := filepath.Base(path)
-	return base == DirIVFile || IsSidecar(base)
+	return IsSidecar(base) || (IsReserved(base) && base != VolumeFile)
 }
 
 // Keys implements keys.Holder: none.

@@ -3,6 +3,7 @@ package names
 import (
 	"bytes"
 	"encoding/base64"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -45,4 +46,25 @@ func FuzzVolumeNameKey(f *testing.F) {
 			t.Fatalf("withNameKey changed more than the name key:\n%s\n->\n%s", data, out)
 		}
 	})
+}
+
+// The retire check must recognise every keyless file a volume keeps, also
+// those a crash leaves behind, and leave the volume configuration to its
+// own holder.
+func TestMetadataHolderMatch(t *testing.T) {
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{DirIVFile, true},
+		{DirIVNextFile, true},
+		{TempName(), true},
+		{VolumeFile, false},
+		{"payroll.xlsx", false},
+	}
+	for _, tt := range tests {
+		if got := (MetadataHolder{}).Match(filepath.Join("/c/d", tt.name), nil); got != tt.want {
+			t.Errorf("Match(%q) = %v, want %v", tt.name, got, tt.want)
+		}
+	}
 }

@@ -1,0 +1,293 @@
+package fusefs
+
+// Links and names: symlink, readlink, link, rename, unlink.
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/tencrypt/tencrypt/rest/names"
+)
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	d, err := n.openDir()
+	if err != nil {
+		return nil, n.fs.errno("symlink", name, err)
+	}
+	defer d.close()
+	stored, enc, err := n.fs.childName(d, name)
+	if err != nil {
+		return nil, n.fs.errno("symlink", name, err)
+	}
+	// Sealed for this entry: its directory's ID and its stored name.
+	sealed, err := n.fs.cfg.Names.EncryptSymlink(target, d.iv, stored)
+	if err != nil {
+		return nil, syscall.ENAMETOOLONG
+	}
+	if err := writeSidecar(d, stored, enc); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	if err := unix.Symlinkat(sealed, d.fd, stored); err != nil {
+		removeSidecar(d, stored, enc)
+		return nil, gofs.ToErrno(err)
+	}
+	pfd, st, err := openPath(d, stored, syscall.S_IFLNK)
+	if err != nil {
+		return nil, n.fs.errno("symlink", name, err)
+	}
+	defer unix.Close(pfd)
+	chownCaller(ctx, pfd)
+	gen, err := statx(pfd, "", &st)
+	if err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	ino := n.newChild(ctx, &st, gen, &node{fs: n.fs})
+	out.FromStat(&st)
+	out.Ino = n.fs.inodeNumber(&st)
+	out.Size = uint64(len(target))
+	return ino, 0
+}
+
+// readlinkAt returns the plaintext target of symlink stored in d. A
+// symlink whose target does not open for this entry (one planted in the
+// cipher directory pointing at a host path, or a target copied from
+// another symlink) is an entryError.
+func (f *FS) readlinkAt(d cdir, stored string) (string, error) {
+	buf := make([]byte, unix.PathMax)
+	k, err := unix.Readlinkat(d.fd, stored, buf)
+	if errors.Is(err, syscall.EINVAL) {
+		return "", &entryError{path: d.join(stored), want: "a symlink", found: found(d.fd, stored)}
+	}
+	if err != nil {
+		return "", err
+	}
+	t, err := f.cfg.Names.DecryptSymlink(string(buf[:k]), d.iv, stored)
+	if err != nil {
+		return "", &entryError{path: d.join(stored), want: "a symlink with a target sealed for it", found: "a symlink whose target does not authenticate here (planted, or copied from another symlink)"}
+	}
+	return t, nil
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	d, stored, err := n.parentDir()
+	if err != nil {
+		return nil, n.fs.errno("readlink", n.plainPath(), err)
+	}
+	defer d.close()
+	t, err := n.fs.readlinkAt(d, stored)
+	if err != nil {
+		return nil, n.fs.errno("readlink", n.plainPath(), err)
+	}
+	return []byte(t), 0
+}
+
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t, ok := target.(*node)
+	if !ok || t.fs != n.fs {
+		return nil, syscall.EXDEV
+	}
+	td, tstored, err := t.parentDir()
+	if err != nil {
+		return nil, n.fs.errno("link", name, err)
+	}
+	defer td.close()
+	d, err := n.openDir()
+	if err != nil {
+		return nil, n.fs.errno("link", name, err)
+	}
+	defer d.close()
+	stored, enc, err := n.fs.childName(d, name)
+	if err != nil {
+		return nil, n.fs.errno("link", name, err)
+	}
+	if err := writeSidecar(d, stored, enc); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	if t.kind() == syscall.S_IFLNK {
+		// A symlink's target is sealed for its entry: the new name gets a
+		// new symlink with the target sealed for it (a copy, not a second
+		// link of the same inode).
+		if err := n.fs.copySymlink(td, tstored, d, stored, stored); err != nil {
+			removeSidecar(d, stored, enc)
+			return nil, n.fs.errno("link", name, err)
+		}
+	} else if err := unix.Linkat(td.fd, tstored, d.fd, stored, 0); err != nil {
+		// linkat without AT_SYMLINK_FOLLOW links the entry itself.
+		removeSidecar(d, stored, enc)
+		return nil, gofs.ToErrno(err)
+	}
+	var st syscall.Stat_t
+	gen, err := statx(d.fd, stored, &st)
+	if err == nil {
+		err = checkType(d.join(stored), st.Mode, t.kind())
+	}
+	if err != nil {
+		return nil, n.fs.errno("link", name, err)
+	}
+	ino := n.newChild(ctx, &st, gen, &node{fs: n.fs})
+	if err := ino.Operations().(*node).fillAttr(d, stored, &st, &out.Attr); err != nil {
+		return nil, n.fs.errno("link", name, err)
+	}
+	return ino, 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	d, err := n.openDir()
+	if err != nil {
+		return n.fs.errno("unlink", name, err)
+	}
+	defer d.close()
+	stored, enc, err := n.fs.childName(d, name)
+	if err != nil {
+		return n.fs.errno("unlink", name, err)
+	}
+	if err := unix.Unlinkat(d.fd, stored, 0); err != nil {
+		return gofs.ToErrno(err)
+	}
+	removeSidecar(d, stored, enc)
+	return 0
+}
+
+func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*node)
+	if !ok || np.fs != n.fs {
+		return syscall.EXDEV
+	}
+	from, err := n.openDir()
+	if err != nil {
+		return n.fs.errno("rename", name, err)
+	}
+	defer from.close()
+	to := from
+	if np != n {
+		if to, err = np.openDir(); err != nil {
+			return n.fs.errno("rename", newName, err)
+		}
+		defer to.close()
+	}
+	fromStored, fromEnc, err := n.fs.childName(from, name)
+	if err != nil {
+		return n.fs.errno("rename", name, err)
+	}
+	toStored, toEnc, err := n.fs.childName(to, newName)
+	if err != nil {
+		return n.fs.errno("rename", newName, err)
+	}
+	if np == n && fromStored == toStored {
+		return 0
+	}
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+	fromKind, err := entryKind(from, fromStored)
+	if err != nil {
+		return n.fs.errno("rename", name, err)
+	}
+	toKind := uint32(0)
+	if exchange {
+		if toKind, err = entryKind(to, toStored); err != nil {
+			return n.fs.errno("rename", newName, err)
+		}
+		// A symlink's target is sealed for its entry, and two symlinks
+		// cannot be rewritten in one atomic step.
+		if fromKind == syscall.S_IFLNK || toKind == syscall.S_IFLNK {
+			return syscall.EINVAL
+		}
+	}
+	// The name is encrypted again under the target directory's ID. On
+	// exchange both names stay where they are, so their sidecars do too.
+	if !exchange {
+		if err := writeSidecar(to, toStored, toEnc); err != nil {
+			return gofs.ToErrno(err)
+		}
+	}
+	if fromKind == syscall.S_IFLNK {
+		if err := n.fs.moveSymlink(from, fromStored, to, toStored, flags); err != nil {
+			return n.fs.errno("rename", name, err)
+		}
+		removeSidecar(from, fromStored, fromEnc)
+		return 0
+	}
+	// A directory's ID is sealed for its place: seal it for the new one
+	// first (docs/NAMES.md, "Renaming a directory"), and the other one's
+	// too on exchange.
+	var moves []cdir
+	defer func() {
+		for _, c := range moves {
+			c.close()
+		}
+	}()
+	if fromKind == syscall.S_IFDIR {
+		c, err := n.fs.prepareDirMove(from, fromStored, to.iv, toStored)
+		if err != nil {
+			return n.fs.errno("rename", name, err)
+		}
+		moves = append(moves, c)
+	}
+	if toKind == syscall.S_IFDIR {
+		c, err := n.fs.prepareDirMove(to, toStored, from.iv, fromStored)
+		if err != nil {
+			for _, c := range moves {
+				names.AbortMove(c.fd)
+			}
+			return n.fs.errno("rename", newName, err)
+		}
+		moves = append(moves, c)
+	}
+	err = unix.Renameat2(from.fd, fromStored, to.fd, toStored, uint(flags))
+	if (errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST)) && flags == 0 {
+		err = n.renameOverEmptyDir(from, fromStored, to, toStored, newName, err)
+	}
+	if err != nil {
+		for _, c := range moves {
+			names.AbortMove(c.fd)
+		}
+		return n.fs.errno("rename", name, err)
+	}
+	if len(moves) > 0 {
+		n.fs.commitDirMoves(from, to, moves)
+	}
+	if !exchange {
+		removeSidecar(from, fromStored, fromEnc)
+	}
+	return 0
+}
+
+// renameOverEmptyDir retries a rename whose target toStored is a
+// directory holding only its IV, as rename(2) replaces an empty
+// directory: the IV goes first and is written back if the rename fails.
+// It returns renameErr when the target is anything else.
+func (n *node) renameOverEmptyDir(from cdir, fromStored string, to cdir, toStored, newName string, renameErr error) error {
+	t, err := openChildDir(to, toStored)
+	if err != nil {
+		return renameErr
+	}
+	defer t.close()
+	ents, err := readDirents(t, 3)
+	if err != nil || len(ents) == 0 {
+		return renameErr
+	}
+	for _, e := range ents {
+		if !isDirIVFile(e.Name()) {
+			return renameErr
+		}
+	}
+	loc := names.ChildLoc(to.iv, toStored)
+	iv, err := n.fs.readDirIV(t, loc)
+	if err != nil {
+		return err
+	}
+	if err := names.RemoveDirIV(t.fd); err != nil {
+		return err
+	}
+	if err := unix.Renameat2(from.fd, fromStored, to.fd, toStored, 0); err != nil {
+		if rerr := n.fs.cfg.Names.RestoreDirIV(t.fd, iv, loc); rerr != nil {
+			n.fs.log.Error("rename failed and the target directory's IV could not be restored", "dir", newName, "cipher_dir", n.fs.abs(t.rel), "err", rerr)
+		}
+		return err
+	}
+	return nil
+}
