@@ -30,16 +30,12 @@ migration no longer reports "shredded", only a failed authentication.`,
 			if err != nil {
 				return err
 			}
-			if cfg.Backend != local.Name {
+			if !cfg.HasKeyringFile() {
 				return usageError{fmt.Errorf("keys migrate: only the local backend has a keyring file to migrate, not %s", cfg.Backend)}
 			}
 			l := &cfg.Local
-			if l.KeyFile == "" && l.PassphraseFile == "" && len(l.Passphrase) == 0 && l.TenantKeyFile == "" {
-				if in, ok := terminal(cmd.InOrStdin()); ok {
-					if l.Passphrase, err = readSecret(in, cmd.ErrOrStderr(), "Passphrase for "+l.Path+": "); err != nil {
-						return err
-					}
-				}
+			if err := askPassphrase(cmd, &cfg); err != nil {
+				return err
 			}
 			from, err := local.Migrate(cmd.Context(), cfg.Local)
 			if err != nil {

@@ -58,6 +58,20 @@ func (c Config) PassphrasePrompt() (prompt string, ask bool) {
 // zeroes it.
 func (c *Config) SetPassphrase(b []byte) { c.Local.Passphrase = b }
 
+// HasKeyringFile says whether the configuration names a keyring file of
+// its own that the commands manage (the local backend: keys init creates it,
+// keys migrate rewrites it); other backends keep their keys elsewhere.
+func (c Config) HasKeyringFile() bool { return c.Backend == local.Name || c.Backend == "" }
+
+// AccessKeyFile is the file a new tenant's access key is written to (the
+// local backend), or "" for a backend without access keys.
+func (c Config) AccessKeyFile(tenant string) string {
+	if !c.HasKeyringFile() {
+		return ""
+	}
+	return c.Local.AccessKeyPath(tenant)
+}
+
 // Field is one setting of Settings reachable from a command-line flag and an
 // environment variable. Fields are derived from the json tags of Config, so a
 // backend that adds its section there gets --<section>-<field> flags and
