@@ -13,13 +13,19 @@ import (
 // blob, nothing before or after (docs/WRAPPED-KEY.md).
 type BlobHolder struct{}
 
-var _ Holder = BlobHolder{}
+var (
+	_ Holder          = BlobHolder{}
+	_ KeyOffsetHolder = BlobHolder{}
+)
 
 // Kind implements Holder.
 func (BlobHolder) Kind() string { return "blob" }
 
 // Match implements Holder: the file starts with the blob's magic.
 func (BlobHolder) Match(_ string, head []byte) bool { return IsWrappedKey(head) }
+
+// KeyOffset implements KeyOffsetHolder: the file is the blob.
+func (BlobHolder) KeyOffset() int64 { return 0 }
 
 // Keys implements Holder.
 func (BlobHolder) Keys(f *os.File) ([]WrappedKey, error) {

@@ -34,6 +34,13 @@ type Holder interface {
 	Rewrap(ctx context.Context, path string, m *Mover) ([]Moved, error)
 }
 
+// KeyOffsetHolder is implemented by a Holder whose files hold one wrapped
+// key at a fixed byte offset (a blob file: 0; a tencrypt file: after its
+// header's fixed fields); Scan reports it as KeyRef.Offset.
+type KeyOffsetHolder interface {
+	KeyOffset() int64
+}
+
 // LinkHolder is implemented by a Holder whose containers keep symbolic
 // links that are data, not links to follow: a volume's symlinks, stored
 // with encrypted targets. The scan skips a link that cannot be followed

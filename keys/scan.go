@@ -33,7 +33,14 @@ var ErrUnknownContainer = errors.New("wrapped keys found in a file of a kind ten
 
 // KeyRef is a wrapped key found in a file.
 type KeyRef struct {
-	File       string `json:"file"`
+	File string `json:"file"`
+	// Offset is where the wrapped key starts in the file, where that is a
+	// byte position a tool can use: a key of a KeyOffsetHolder (a blob
+	// file: 0; a tencrypt file: in its header), or one embedded in a file
+	// of no known kind (where its magic starts, raw or encoded). It is nil
+	// for keys inside a JSON document (a volume's configuration, the
+	// transit registry).
+	Offset     *int64 `json:"offset,omitempty"`
 	Kind       string `json:"kind"`
 	Provider   string `json:"provider"`
 	Tenant     string `json:"tenant"`
@@ -85,7 +92,7 @@ func (r *ScanResult) Below(provider, tenant string, minVersion uint32) []KeyRef 
 func Scan(ctx context.Context, paths []string, holders []Holder) (*ScanResult, error) {
 	res := &ScanResult{Kinds: map[string]int{}, Keys: []KeyRef{}, Others: []string{}}
 	err := walkFiles(ctx, paths, holders, func(path, target string, _ bool) error {
-		kind, wks, err := fileKeys(target, holders)
+		kind, wks, offs, err := fileKeys(target, holders)
 		if err != nil {
 			return err
 		}
@@ -97,8 +104,12 @@ func Scan(ctx context.Context, paths []string, holders []Holder) (*ScanResult, e
 			}
 		}
 		res.Kinds[kind]++
-		for _, wk := range wks {
-			res.Keys = append(res.Keys, KeyRef{File: path, Kind: kind, Provider: wk.Provider, Tenant: wk.Tenant, Purpose: wk.Purpose, KEKVersion: wk.KEKVersion})
+		for i, wk := range wks {
+			ref := KeyRef{File: path, Kind: kind, Provider: wk.Provider, Tenant: wk.Tenant, Purpose: wk.Purpose, KEKVersion: wk.KEKVersion}
+			if offs != nil {
+				ref.Offset = &offs[i]
+			}
+			res.Keys = append(res.Keys, ref)
 		}
 		return nil
 	})
@@ -306,30 +317,34 @@ func classify(path string, holders []Holder) (Holder, []byte, error) {
 	return nil, head, nil
 }
 
-// fileKeys returns the kind of the file at path ("" for none) and the
-// wrapped keys in it.
-func fileKeys(path string, holders []Holder) (string, []WrappedKey, error) {
+// fileKeys returns the kind of the file at path ("" for none), the wrapped
+// keys in it and, where known (see KeyRef.Offset), their offsets.
+func fileKeys(path string, holders []Holder) (string, []WrappedKey, []int64, error) {
 	h, head, err := classify(path, holders)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	if h == nil {
-		wks, err := findEmbedded(path, head)
+		wks, offs, err := findEmbeddedAt(path, head)
 		if len(wks) > 0 {
-			return KindUnknown, wks, err
+			return KindUnknown, wks, offs, err
 		}
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	defer f.Close()
 	wks, err := h.Keys(f)
 	if err != nil {
-		return "", nil, fmt.Errorf("%s looks like a %s but cannot be read: %w", path, h.Kind(), err)
+		return "", nil, nil, fmt.Errorf("%s looks like a %s but cannot be read: %w", path, h.Kind(), err)
 	}
-	return h.Kind(), wks, nil
+	var offs []int64
+	if oh, ok := h.(KeyOffsetHolder); ok && len(wks) == 1 {
+		offs = []int64{oh.KeyOffset()}
+	}
+	return h.Kind(), wks, offs, nil
 }
 
 // The wrapped-key magic and version byte as they appear raw, in base64 at
@@ -346,7 +361,15 @@ var (
 // (inside JSON, YAML or text). A magic whose blob does not parse is an
 // error: the file may hold a key the scan cannot read.
 func findEmbedded(path string, head []byte) ([]WrappedKey, error) {
+	wks, _, err := findEmbeddedAt(path, head)
+	return wks, err
+}
+
+// findEmbeddedAt is findEmbedded that also returns where each key's magic
+// starts in head.
+func findEmbeddedAt(path string, head []byte) ([]WrappedKey, []int64, error) {
 	var out []WrappedKey
+	var offs []int64
 	type encoding struct {
 		name   string
 		sig    []byte
@@ -371,13 +394,14 @@ func findEmbedded(path string, head []byte) ([]WrappedKey, error) {
 			off += i
 			wk, _, err := ParseWrappedKey(e.decode(in[off:]))
 			if err != nil {
-				return out, fmt.Errorf("%s: a wrapped key's magic (%s) at offset %d does not parse: %w; the scan cannot tell which key version it needs", path, e.name, off, err)
+				return out, offs, fmt.Errorf("%s: a wrapped key's magic (%s) at offset %d does not parse: %w; the scan cannot tell which key version it needs", path, e.name, off, err)
 			}
 			out = append(out, wk)
+			offs = append(offs, int64(off))
 			off += len(e.sig)
 		}
 	}
-	return out, nil
+	return out, offs, nil
 }
 
 // decodeBase64Run decodes the run of base64 characters (standard or URL

@@ -97,3 +97,53 @@ func TestRewrapPathsReportsInWalkOrder(t *testing.T) {
 		t.Fatalf("reported %v, want walk order %v", got, want)
 	}
 }
+
+// TestScanReportsOffsets: a blob file's key is at 0, a key embedded in a
+// file of no known kind is where its magic starts (raw or encoded), and a
+// holder with no fixed place for its keys reports none.
+func TestScanReportsOffsets(t *testing.T) {
+	wk := WrappedKey{Provider: "local", Tenant: "blue", Purpose: "file", KEKVersion: 3, Ciphertext: bytes.Repeat([]byte{0xcd}, 60)}
+	blob, err := wk.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := map[string][]byte{
+		"a.blob":   blob,
+		"b.bin":    append([]byte("0123456"), blob...),
+		"c.json":   []byte(`{"key": "` + base64.StdEncoding.EncodeToString(blob) + `"}`),
+		"d.holder": []byte("json held by a holder without offsets"),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := Scan(t.Context(), []string{dir}, []Holder{BlobHolder{}, jsonHolder{wk}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"a.blob": 0, "b.bin": 7, "c.json": 9, "d.holder": -1}
+	if len(res.Keys) != len(want) {
+		t.Fatalf("found %d keys, want %d: %+v", len(res.Keys), len(want), res.Keys)
+	}
+	for _, k := range res.Keys {
+		w := want[filepath.Base(k.File)]
+		switch {
+		case w < 0 && k.Offset != nil:
+			t.Errorf("%s: offset %d, want none", k.File, *k.Offset)
+		case w >= 0 && (k.Offset == nil || *k.Offset != w):
+			t.Errorf("%s: offset %v, want %d", k.File, k.Offset, w)
+		}
+	}
+}
+
+// jsonHolder claims *.holder files and finds wk in each, with no offset.
+type jsonHolder struct{ wk WrappedKey }
+
+func (jsonHolder) Kind() string                          { return "json" }
+func (jsonHolder) Match(path string, _ []byte) bool      { return filepath.Ext(path) == ".holder" }
+func (h jsonHolder) Keys(*os.File) ([]WrappedKey, error) { return []WrappedKey{h.wk}, nil }
+func (jsonHolder) Rewrap(context.Context, string, *Mover) ([]Moved, error) {
+	return nil, errors.New("not in this test")
+}

@@ -74,29 +74,40 @@ const (
 // The lab only ever creates or deletes namespaces with this prefix.
 func NamespacePrefix(labName string) string { return "tl-" + labName + "-" }
 
-// MakePlan assigns names and addresses. The topology must have come from
+// MakePlan assigns names and addresses: nodes first, then pods in the
+// order of the file, then Service VIPs. The topology must have come from
 // ParseTopology (or DefaultTopology), which validated it.
 func MakePlan(t *Topology) (*Plan, error) {
-	prefix := NamespacePrefix(t.Name)
-	podRange := netip.MustParsePrefix(t.PodCIDR)
-	underlay := netip.MustParsePrefix(t.UnderlayCIDR)
-	svcRange := netip.MustParsePrefix(t.ServiceCIDR)
 	p := &Plan{
 		Name:         t.Name,
-		UnderlayNS:   prefix + "underlay",
-		PodCIDR:      podRange,
-		ServiceCIDR:  svcRange,
-		UnderlayCIDR: underlay,
+		UnderlayNS:   NamespacePrefix(t.Name) + "underlay",
+		PodCIDR:      netip.MustParsePrefix(t.PodCIDR),
+		ServiceCIDR:  netip.MustParsePrefix(t.ServiceCIDR),
+		UnderlayCIDR: netip.MustParsePrefix(t.UnderlayCIDR),
 	}
+	nodeIdx, err := p.planNodes(t)
+	if err != nil {
+		return nil, err
+	}
+	tenantPods := p.planPods(t, nodeIdx)
+	if err := p.planServices(t, tenantPods); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// planNodes adds t's nodes to p and returns each node's index in p.Nodes.
+func (p *Plan) planNodes(t *Topology) (map[string]int, error) {
+	prefix := NamespacePrefix(t.Name)
 	nodeIdx := map[string]int{}
 	for i, n := range t.Nodes {
 		// Node i (from 1) gets the i-th /24 of the pod range, and the i-th
 		// host address of the underlay.
-		cidr, err := nthSubnet(podRange, 24, i+1)
+		cidr, err := nthSubnet(p.PodCIDR, 24, i+1)
 		if err != nil {
 			return nil, fmt.Errorf("node %q: pod range: %w", n.Name, err)
 		}
-		uip, err := nthAddr(underlay, i+1)
+		uip, err := nthAddr(p.UnderlayCIDR, i+1)
 		if err != nil {
 			return nil, fmt.Errorf("node %q: underlay address: %w", n.Name, err)
 		}
@@ -112,7 +123,13 @@ func MakePlan(t *Topology) (*Plan, error) {
 			VTEPMAC:      fmt.Sprintf("02:74:6c:00:%02x:%02x", (i+1)>>8, (i+1)&0xff),
 		})
 	}
+	return nodeIdx, nil
+}
 
+// planPods adds t's pods to p, each with the next address of its node's
+// range after the gateway, and returns each tenant's pod addresses.
+func (p *Plan) planPods(t *Topology, nodeIdx map[string]int) map[string][]netip.Addr {
+	prefix := NamespacePrefix(t.Name)
 	nextHost := map[string]netip.Addr{}
 	for _, n := range p.Nodes {
 		nextHost[n.Name] = n.Gateway.Next()
@@ -135,14 +152,19 @@ func MakePlan(t *Topology) (*Plan, error) {
 			tenantPods[tn.Name] = append(tenantPods[tn.Name], ip)
 		}
 	}
+	return tenantPods
+}
 
+// planServices adds t's Services to p, balancing over tenantPods: the VIPs
+// the file gives first (each once), then the free ones in order.
+func (p *Plan) planServices(t *Topology, tenantPods map[string][]netip.Addr) error {
 	taken := map[netip.Addr]string{}
 	for _, tn := range t.Tenants {
 		for _, s := range tn.Services {
 			if s.VIP != "" {
 				a := netip.MustParseAddr(s.VIP)
 				if other, dup := taken[a]; dup {
-					return nil, &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q: vip %s is already used by %s", s.Name, a, other)}
+					return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q: vip %s is already used by %s", s.Name, a, other)}
 				}
 				taken[a] = tn.Name + "/" + s.Name
 			}
@@ -150,6 +172,7 @@ func MakePlan(t *Topology) (*Plan, error) {
 	}
 	// Automatic VIPs start at .10 of the range, as Kubernetes keeps the
 	// first addresses for its own Services.
+	svcRange := p.ServiceCIDR
 	next := svcRange.Addr()
 	for range 10 {
 		next = next.Next()
@@ -164,7 +187,7 @@ func MakePlan(t *Topology) (*Plan, error) {
 					next = next.Next()
 				}
 				if !svcRange.Contains(next) {
-					return nil, &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q: serviceCIDR %s is full", s.Name, svcRange)}
+					return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q: serviceCIDR %s is full", s.Name, svcRange)}
 				}
 				vip = next
 				taken[vip] = tn.Name + "/" + s.Name
@@ -176,7 +199,7 @@ func MakePlan(t *Topology) (*Plan, error) {
 			p.Services = append(p.Services, svc)
 		}
 	}
-	return p, nil
+	return nil
 }
 
 // Namespaces lists every namespace the plan creates, underlay first.

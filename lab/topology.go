@@ -229,6 +229,9 @@ const (
 	maxPodsPerNode = 250
 )
 
+// validate fills in the defaults and checks the topology in the order a
+// reader meets it: name, networks, nodes, then each tenant's pods and
+// services. The first problem is returned as a *TopologyError.
 func (t *Topology) validate() error {
 	if t.Name == "" {
 		t.Name = "lab"
@@ -236,6 +239,47 @@ func (t *Topology) validate() error {
 	if !labNameRE.MatchString(t.Name) {
 		return &TopologyError{Msg: fmt.Sprintf("name %q: want 1 to 8 lower-case letters or digits", t.Name)}
 	}
+	if err := t.validateNetworks(); err != nil {
+		return err
+	}
+	if len(t.Nodes) == 0 {
+		return &TopologyError{Msg: "no nodes: a lab needs at least one"}
+	}
+	if len(t.Nodes) > maxNodes {
+		return &TopologyError{Msg: fmt.Sprintf("%d nodes: at most %d", len(t.Nodes), maxNodes)}
+	}
+	names := map[string]int{} // node and pod names share one space: lab exec takes either
+	podsOn := map[string]int{}
+	for _, n := range t.Nodes {
+		if err := checkName("node", n.Name, n.line, names); err != nil {
+			return err
+		}
+	}
+	tenants := map[string]int{}
+	for _, tn := range t.Tenants {
+		if !objNameRE.MatchString(tn.Name) {
+			return &TopologyError{Line: tn.line, Msg: fmt.Sprintf("tenant name %q: want a DNS-1123 label of at most 32 characters", tn.Name)}
+		}
+		if l, dup := tenants[tn.Name]; dup {
+			return &TopologyError{Line: tn.line, Msg: fmt.Sprintf("tenant %q is defined twice (first on line %d)", tn.Name, l)}
+		}
+		tenants[tn.Name] = tn.line
+		if err := t.validatePods(tn, names, podsOn); err != nil {
+			return err
+		}
+		svcs := map[string]bool{}
+		for i := range tn.Services {
+			if err := t.validateService(tn, &tn.Services[i], svcs); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// validateNetworks fills in the default networks and checks that each is an
+// IPv4 network big enough for its use and that none overlaps another.
+func (t *Topology) validateNetworks() error {
 	for _, c := range []struct {
 		field string
 		val   *string
@@ -265,85 +309,79 @@ func (t *Topology) validate() error {
 			}
 		}
 	}
+	return nil
+}
 
-	if len(t.Nodes) == 0 {
-		return &TopologyError{Msg: "no nodes: a lab needs at least one"}
-	}
-	if len(t.Nodes) > maxNodes {
-		return &TopologyError{Msg: fmt.Sprintf("%d nodes: at most %d", len(t.Nodes), maxNodes)}
-	}
-	names := map[string]int{} // node and pod names share one space: lab exec takes either
-	podsOn := map[string]int{}
-	for _, n := range t.Nodes {
-		if err := checkName("node", n.Name, n.line, names); err != nil {
+// validatePods checks tn's pods: unique names (names holds every node and
+// pod name so far), an existing node each, and at most maxPodsPerNode on a
+// node (podsOn counts across tenants).
+func (t *Topology) validatePods(tn TenantSpec, names, podsOn map[string]int) error {
+	for _, p := range tn.Pods {
+		if err := checkName("pod", p.Name, p.line, names); err != nil {
 			return err
 		}
+		if !t.hasNode(p.Node) {
+			return &TopologyError{Line: p.line, Msg: fmt.Sprintf("pod %q: node %q is not defined (nodes: %s)", p.Name, p.Node, strings.Join(t.nodeNames(), ", "))}
+		}
+		podsOn[p.Node]++
+		if podsOn[p.Node] > maxPodsPerNode {
+			return &TopologyError{Line: p.line, Msg: fmt.Sprintf("node %q has more than %d pods", p.Node, maxPodsPerNode)}
+		}
 	}
-	tenants := map[string]int{}
-	for _, tn := range t.Tenants {
-		if !objNameRE.MatchString(tn.Name) {
-			return &TopologyError{Line: tn.line, Msg: fmt.Sprintf("tenant name %q: want a DNS-1123 label of at most 32 characters", tn.Name)}
+	return nil
+}
+
+// validateService checks one of tn's services and fills in its ports'
+// defaults; svcs holds the tenant's service names so far.
+func (t *Topology) validateService(tn TenantSpec, s *ServiceSpec, svcs map[string]bool) error {
+	if !objNameRE.MatchString(s.Name) {
+		return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service name %q: want a DNS-1123 label of at most 32 characters", s.Name)}
+	}
+	if svcs[s.Name] {
+		return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q is defined twice in tenant %q", s.Name, tn.Name)}
+	}
+	svcs[s.Name] = true
+	if len(s.Ports) == 0 {
+		return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q: no ports", s.Name)}
+	}
+	if err := validatePorts(s); err != nil {
+		return err
+	}
+	if len(tn.Pods) == 0 {
+		return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q: tenant %q has no pods to balance over", s.Name, tn.Name)}
+	}
+	if s.VIP != "" {
+		a, err := netip.ParseAddr(s.VIP)
+		if err != nil || !netip.MustParsePrefix(t.ServiceCIDR).Contains(a) {
+			return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q: vip %q is not an address in serviceCIDR %s", s.Name, s.VIP, t.ServiceCIDR)}
 		}
-		if l, dup := tenants[tn.Name]; dup {
-			return &TopologyError{Line: tn.line, Msg: fmt.Sprintf("tenant %q is defined twice (first on line %d)", tn.Name, l)}
+	}
+	return nil
+}
+
+// validatePorts fills in s's ports' defaults (tcp; the target port is the
+// port) and checks that each is given once.
+func validatePorts(s *ServiceSpec) error {
+	seen := map[string]int{}
+	for j := range s.Ports {
+		sp := &s.Ports[j]
+		if sp.Protocol == "" {
+			sp.Protocol = "tcp"
 		}
-		tenants[tn.Name] = tn.line
-		for _, p := range tn.Pods {
-			if err := checkName("pod", p.Name, p.line, names); err != nil {
-				return err
-			}
-			if !t.hasNode(p.Node) {
-				return &TopologyError{Line: p.line, Msg: fmt.Sprintf("pod %q: node %q is not defined (nodes: %s)", p.Name, p.Node, strings.Join(t.nodeNames(), ", "))}
-			}
-			podsOn[p.Node]++
-			if podsOn[p.Node] > maxPodsPerNode {
-				return &TopologyError{Line: p.line, Msg: fmt.Sprintf("node %q has more than %d pods", p.Node, maxPodsPerNode)}
-			}
+		if sp.Protocol != "tcp" && sp.Protocol != "udp" {
+			return &TopologyError{Line: sp.line, Msg: fmt.Sprintf("service %q: protocol %q: want tcp or udp", s.Name, sp.Protocol)}
 		}
-		svcs := map[string]bool{}
-		for i := range tn.Services {
-			s := &tn.Services[i]
-			if !objNameRE.MatchString(s.Name) {
-				return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service name %q: want a DNS-1123 label of at most 32 characters", s.Name)}
-			}
-			if svcs[s.Name] {
-				return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q is defined twice in tenant %q", s.Name, tn.Name)}
-			}
-			svcs[s.Name] = true
-			if len(s.Ports) == 0 {
-				return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q: no ports", s.Name)}
-			}
-			seen := map[string]int{}
-			for j := range s.Ports {
-				sp := &s.Ports[j]
-				if sp.Protocol == "" {
-					sp.Protocol = "tcp"
-				}
-				if sp.Protocol != "tcp" && sp.Protocol != "udp" {
-					return &TopologyError{Line: sp.line, Msg: fmt.Sprintf("service %q: protocol %q: want tcp or udp", s.Name, sp.Protocol)}
-				}
-				if sp.Port == 0 {
-					return &TopologyError{Line: sp.line, Msg: fmt.Sprintf("service %q: port is missing", s.Name)}
-				}
-				if sp.TargetPort == 0 {
-					sp.TargetPort = sp.Port
-				}
-				key := fmt.Sprintf("%d/%s", sp.Port, sp.Protocol)
-				if l, dup := seen[key]; dup {
-					return &TopologyError{Line: sp.line, Msg: fmt.Sprintf("service %q: port %s is listed twice (first on line %d)", s.Name, key, l)}
-				}
-				seen[key] = sp.line
-			}
-			if len(tn.Pods) == 0 {
-				return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q: tenant %q has no pods to balance over", s.Name, tn.Name)}
-			}
-			if s.VIP != "" {
-				a, err := netip.ParseAddr(s.VIP)
-				if err != nil || !netip.MustParsePrefix(t.ServiceCIDR).Contains(a) {
-					return &TopologyError{Line: s.line, Msg: fmt.Sprintf("service %q: vip %q is not an address in serviceCIDR %s", s.Name, s.VIP, t.ServiceCIDR)}
-				}
-			}
+		if sp.Port == 0 {
+			return &TopologyError{Line: sp.line, Msg: fmt.Sprintf("service %q: port is missing", s.Name)}
 		}
+		if sp.TargetPort == 0 {
+			sp.TargetPort = sp.Port
+		}
+		key := fmt.Sprintf("%d/%s", sp.Port, sp.Protocol)
+		if l, dup := seen[key]; dup {
+			return &TopologyError{Line: sp.line, Msg: fmt.Sprintf("service %q: port %s is listed twice (first on line %d)", s.Name, key, l)}
+		}
+		seen[key] = sp.line
 	}
 	return nil
 }

@@ -167,11 +167,11 @@ var flagRE = regexp.MustCompile(`(?:^|[\s(',])--([a-z][a-z0-9-]*[a-z0-9])(?:[^a-
 // may name another's flag, as transit status names the agent's --listen).
 // Examples are checked flag by flag by TestEveryExampleParses.
 func TestHelpNamesOnlyFlagsThatExist(t *testing.T) {
-	root := newRootCmd()
-	root.InitDefaultHelpFlag() // cobra adds --help to every command only when it runs
-	all := allCommands(root)
+	all := allCommands(newRootCmd())
 	for _, c := range all {
-		c.InitDefaultHelpFlag()
+		c.InitDefaultHelpFlag() // cobra adds --help only when a command runs
+	}
+	for _, c := range all {
 		text := c.Short + "\n" + c.Long
 		for _, m := range flagRE.FindAllStringSubmatch(text, -1) {
 			name := m[1]

@@ -374,39 +374,7 @@ All files are tried; the exit code is that of the first failure.`,
   tencrypt keys rewrap /srv/blue.enc && tencrypt keys retire blue --min-version 2 --check /srv/blue.enc`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			files, err := filecrypt.Find(args, recursive)
-			if err != nil {
-				return err
-			}
-			for _, f := range files {
-				if f == "-" {
-					return usageError{errors.New("rewrap changes files: stdin cannot be rewrapped")}
-				}
-			}
-			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, cfg keysConfig) error {
-				env, closeEnv, err := fileEnvelope(p, cfg)
-				if err != nil {
-					return err
-				}
-				defer closeEnv()
-				results, first := rewrapTencFiles(ctx, keys.NewMover(env, caller("file rewrap")), files, copyAlways, cmd.ErrOrStderr())
-				if err := report(cmd, results, func(w io.Writer) {
-					for _, r := range results {
-						switch r.Status {
-						case "rewrapped":
-							fmt.Fprintf(w, "%s: tenant %s, KEK version %d -> %d (%s)\n", r.File, r.Tenant, r.From, r.To, r.Method)
-						case "current":
-							fmt.Fprintf(w, "%s: tenant %s, already at current version %d\n", r.File, r.Tenant, r.From)
-						}
-					}
-				}); err != nil {
-					return err
-				}
-				if first != nil {
-					return exitError{exitCode(first)}
-				}
-				return nil
-			})
+			return runFileRewrap(cmd, args, recursive, copyAlways)
 		},
 	}
 	cmd.Flags().BoolVarP(&recursive, "recursive", "r", false, "walk directories and rewrap every tencrypt file under them")
@@ -414,23 +382,55 @@ All files are tried; the exit code is that of the first failure.`,
 	return cmd
 }
 
-// rewrapTencFiles rewraps each file in turn, telling stderr of each
-// failure, and returns every file's result and the first error.
-func rewrapTencFiles(ctx context.Context, m *keys.Mover, files []string, copyAlways bool, stderr io.Writer) ([]fileRewrapResult, error) {
-	var results []fileRewrapResult
-	var first error
-	for _, file := range files {
-		r, err := rewrapTencFile(ctx, m, file, copyAlways)
-		if err != nil {
-			r.Status, r.Error = "error", err.Error()
-			fmt.Fprintf(stderr, "tencrypt: %v\n", err)
-			if first == nil {
-				first = err
-			}
-		}
-		results = append(results, r)
+// runFileRewrap rewraps every tencrypt file args name, reports each, and
+// fails with the exit code of the first failure.
+func runFileRewrap(cmd *cobra.Command, args []string, recursive, copyAlways bool) error {
+	files, err := filecrypt.Find(args, recursive)
+	if err != nil {
+		return err
 	}
-	return results, first
+	for _, f := range files {
+		if f == "-" {
+			return usageError{errors.New("rewrap changes files: stdin cannot be rewrapped")}
+		}
+	}
+	return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, cfg keysConfig) error {
+		env, closeEnv, err := fileEnvelope(p, cfg)
+		if err != nil {
+			return err
+		}
+		defer closeEnv()
+		m := keys.NewMover(env, caller("file rewrap"))
+		var results []fileRewrapResult
+		var first error
+		for _, file := range files {
+			r, err := rewrapTencFile(ctx, m, file, copyAlways)
+			if err != nil {
+				r.Status, r.Error = "error", err.Error()
+				fmt.Fprintf(cmd.ErrOrStderr(), "tencrypt: %v\n", err)
+				if first == nil {
+					first = err
+				}
+			}
+			results = append(results, r)
+		}
+		if err := report(cmd, results, func(w io.Writer) {
+			for _, r := range results {
+				switch r.Status {
+				case "rewrapped":
+					fmt.Fprintf(w, "%s: tenant %s, KEK version %d -> %d (%s)\n", r.File, r.Tenant, r.From, r.To, r.Method)
+				case "current":
+					fmt.Fprintf(w, "%s: tenant %s, already at current version %d\n", r.File, r.Tenant, r.From)
+				}
+			}
+		}); err != nil {
+			return err
+		}
+		if first != nil {
+			return exitError{exitCode(first)}
+		}
+		return nil
+	})
 }
 
 // rewrapTencFile moves one tencrypt file's key through format.Holder, the

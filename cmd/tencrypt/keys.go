@@ -89,19 +89,34 @@ func openKeys(cmd *cobra.Command) (keys.KEKProvider, keysConfig, error) {
 	if err != nil {
 		return nil, cfg, err
 	}
-	l := &cfg.Local
-	if cfg.Backend == local.Name && l.Path != "" && l.KeyFile == "" && l.PassphraseFile == "" && len(l.Passphrase) == 0 && l.TenantKeyFile == "" {
-		if in, ok := terminal(cmd.InOrStdin()); ok {
-			if l.Passphrase, err = readSecret(in, cmd.ErrOrStderr(), "Passphrase for "+l.Path+": "); err != nil {
-				return nil, cfg, err
-			}
-		}
+	if err := askPassphrase(cmd, &cfg); err != nil {
+		return nil, cfg, err
 	}
 	p, err := backend.Open(cmd.Context(), cfg.Config)
 	if err != nil {
 		return nil, cfg, err
 	}
 	return p, cfg, nil
+}
+
+// askPassphrase asks on a terminal for the passphrase of a keyring the
+// configuration gives no other way to unlock (keys/backend decides when);
+// without a terminal it leaves the backend to report what is missing.
+func askPassphrase(cmd *cobra.Command, cfg *keysConfig) error {
+	prompt, ask := cfg.PassphrasePrompt()
+	if !ask {
+		return nil
+	}
+	in, ok := terminal(cmd.InOrStdin())
+	if !ok {
+		return nil
+	}
+	b, err := readSecret(in, cmd.ErrOrStderr(), prompt)
+	if err != nil {
+		return err
+	}
+	cfg.SetPassphrase(b)
+	return nil
 }
 
 // withKeys runs fn with an open provider and closes it after.
@@ -147,7 +162,7 @@ answers.`,
 			if err != nil {
 				return err
 			}
-			if cfg.Backend != local.Name {
+			if !cfg.HasKeyringFile() {
 				p, err := backend.Open(cmd.Context(), cfg.Config)
 				if err != nil {
 					return err
@@ -255,7 +270,7 @@ func keysInitLocal(cmd *cobra.Command, cfg keysConfig, opts local.InitOptions) e
 		}
 		return err
 	}
-	out := map[string]any{"backend": local.Name, "path": l.Path, "unlock": unlock}
+	out := map[string]any{"backend": cfg.Backend, "path": l.Path, "unlock": unlock}
 	if opts.KeyFile != "" {
 		out["key_file"], out["key_file_created"] = opts.KeyFile, created
 	}
@@ -298,9 +313,7 @@ workload given only that file can wrap and unwrap for TENANT and nothing else.`,
 					keys.TenantInfo
 					AccessKeyFile string `json:"access_key_file,omitempty"`
 				}{TenantInfo: ti}
-				if p.Name() == local.Name {
-					out.AccessKeyFile = cfg.Local.AccessKeyPath(tenant)
-				}
+				out.AccessKeyFile = cfg.AccessKeyFile(tenant)
 				return report(cmd, out, func(w io.Writer) {
 					fmt.Fprintf(w, "created tenant %s (KEK version %d)\n", tenant, ti.Current)
 					if out.AccessKeyFile != "" {

@@ -30,20 +30,14 @@ migration no longer reports "shredded", only a failed authentication.`,
 			if err != nil {
 				return err
 			}
-			l, ok := cfg.LocalKeyring()
-			if !ok {
+			if !cfg.HasKeyringFile() {
 				return usageError{fmt.Errorf("keys migrate: only the local backend has a keyring file to migrate, not %s", cfg.Backend)}
 			}
-			if prompt, ask := cfg.PassphrasePrompt(); ask {
-				if in, ok := terminal(cmd.InOrStdin()); ok {
-					pass, err := readSecret(in, cmd.ErrOrStderr(), prompt)
-					if err != nil {
-						return err
-					}
-					cfg.SetPassphrase(pass)
-				}
+			l := &cfg.Local
+			if err := askPassphrase(cmd, &cfg); err != nil {
+				return err
 			}
-			from, err := local.Migrate(cmd.Context(), *l)
+			from, err := local.Migrate(cmd.Context(), cfg.Local)
 			if err != nil {
 				return err
 			}

@@ -174,6 +174,18 @@ func TestKeysCLIEndToEnd(t *testing.T) {
 	if code != exitcodes.Failure || !strings.Contains(out, "a.wk") {
 		t.Fatalf("retire with a referenced version: exit %d\n%s", code, out)
 	}
+	var refs struct {
+		StillInUse []keys.KeyRef `json:"still_referenced"`
+	}
+	json.Unmarshal([]byte(out), &refs)
+	for _, r := range refs.StillInUse {
+		if r.Kind == "blob" && (r.Offset == nil || *r.Offset != 0) {
+			t.Fatalf("retire --json: blob file %s without offset 0 (docs/CLI.md):\n%s", r.File, out)
+		}
+	}
+	if len(refs.StillInUse) == 0 {
+		t.Fatalf("retire --json lists nothing still referenced:\n%s", out)
+	}
 	e.want(exitcodes.Usage, "keys", "retire", "blue", "--min-version", "2")
 
 	var rw []keys.Moved

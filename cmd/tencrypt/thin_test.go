@@ -8,12 +8,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-)
 
-// thinExceptions are files whose work has not yet moved to a package
-// (docs/ARCHITECTURE.md): the keys commands' rewrap and blob scanning, and
-// the transit status client.
-var thinExceptions = map[string]bool{"keys.go": true, "keys_files.go": true, "transit.go": true}
+	"github.com/tencrypt/tencrypt/internal/codecheck"
+)
 
 // TestCommandsStayThin keeps cmd/tencrypt to flags, printing and calls into
 // packages: no function over 80 lines without a doc comment saying why
@@ -35,19 +32,6 @@ func TestCommandsStayThin(t *testing.T) {
 			t.Fatal(err)
 		}
 		checked++
-		for _, d := range f.Decls {
-			fd, ok := d.(*ast.FuncDecl)
-			if !ok {
-				continue
-			}
-			lines := fset.Position(fd.End()).Line - fset.Position(fd.Pos()).Line + 1
-			if lines > 80 && !strings.Contains(fd.Doc.Text(), "over 80 lines because") {
-				t.Errorf("%s: %s is %d lines; split it, or say why in its doc comment (\"over 80 lines because ...\")", name, fd.Name.Name, lines)
-			}
-		}
-		if thinExceptions[name] {
-			continue
-		}
 		for _, imp := range f.Imports {
 			path, _ := strconv.Unquote(imp.Path.Value)
 			if strings.HasPrefix(path, "crypto/") || strings.HasSuffix(path, "/internal/cryptocore") || strings.HasPrefix(path, "golang.org/x/crypto") {
@@ -64,6 +48,13 @@ func TestCommandsStayThin(t *testing.T) {
 			}
 			return true
 		})
+	}
+	long, err := codecheck.LongFuncs(".", nil) // internal/codecheck checks the whole module too
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range long {
+		t.Errorf("%s: %s is %d lines; split it, or say why in its doc comment (%q ...)", f.File, f.Name, f.Lines, codecheck.Excuse)
 	}
 	if checked < 10 {
 		t.Fatalf("only %d files checked", checked)

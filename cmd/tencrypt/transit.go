@@ -282,7 +282,7 @@ func printTransitStatus(w io.Writer, all []agent.Status) {
 		for _, t := range st.Tenants {
 			switch {
 			case t.Usable && t.CurrentKEKVersion > t.KEKVersion:
-				fmt.Fprintf(tw, "tenant %s: transit key under KEK version %d, but the KEK is at version %d: run 'tencrypt transit rotate %s'\n",
+				fmt.Fprintf(tw, "tenant %s: transit key under KEK version %d, but the KEK is at version %d: run 'tencrypt transit rotate %s' (a new key), or 'tencrypt keys rewrap' on the lab's <state dir>/<lab>.transit.json (the same key)\n",
 					t.Tenant, t.KEKVersion, t.CurrentKEKVersion, t.Tenant)
 			case t.Usable:
 				fmt.Fprintf(tw, "tenant %s: transit key under KEK version %d\n", t.Tenant, t.KEKVersion)

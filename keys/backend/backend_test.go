@@ -85,3 +85,15 @@ func TestPassphrasePrompt(t *testing.T) {
 		t.Fatal("vault asked for a passphrase")
 	}
 }
+
+func TestAccessKeyFileOnlyLocal(t *testing.T) {
+	c := backend.Config{Backend: "local"}
+	c.Local.Path = "/k/keyring"
+	if !c.HasKeyringFile() || c.AccessKeyFile("blue") != c.Local.AccessKeyPath("blue") || c.AccessKeyFile("blue") == "" {
+		t.Fatalf("local: HasKeyringFile %v, AccessKeyFile %q", c.HasKeyringFile(), c.AccessKeyFile("blue"))
+	}
+	c.Backend = "vault"
+	if c.HasKeyringFile() || c.AccessKeyFile("blue") != "" {
+		t.Fatalf("vault: HasKeyringFile %v, AccessKeyFile %q", c.HasKeyringFile(), c.AccessKeyFile("blue"))
+	}
+}

@@ -58,6 +58,20 @@ func (c Config) PassphrasePrompt() (prompt string, ask bool) {
 // zeroes it.
 func (c *Config) SetPassphrase(b []byte) { c.Local.Passphrase = b }
 
+// HasKeyringFile says whether the configuration names a keyring file of
+// its own that the commands manage (the local backend: keys init creates it,
+// keys migrate rewrites it); other backends keep their keys elsewhere.
+func (c Config) HasKeyringFile() bool { return c.Backend == local.Name || c.Backend == "" }
+
+// AccessKeyFile is the file a new tenant's access key is written to (the
+// local backend), or "" for a backend without access keys.
+func (c Config) AccessKeyFile(tenant string) string {
+	if !c.HasKeyringFile() {
+		return ""
+	}
+	return c.Local.AccessKeyPath(tenant)
+}
+
 // Field is one setting of Settings reachable from a command-line flag and an
 // environment variable. Fields are derived from the json tags of Config, so a
 // backend that adds its section there gets --<section>-<field> flags and
@@ -262,14 +276,4 @@ func DefaultAuditLog() string {
 		dir = filepath.Join(home, ".local", "state")
 	}
 	return filepath.Join(dir, "tencrypt", "audit.jsonl")
-}
-
-// LocalKeyring returns the local keyring's settings when the configuration
-// names the local backend, the only one whose keys live in a file that
-// commands such as 'keys migrate' act on.
-func (c *Config) LocalKeyring() (*local.Config, bool) {
-	if c.Backend != local.Name {
-		return nil, false
-	}
-	return &c.Local, true
 }

@@ -85,14 +85,21 @@ func readPassphraseFile(path string) ([]byte, error) {
 // writeKeyFile writes k as 64 hex digits and a newline to a new file at
 // path, mode 0600, atomically; it fails if path exists.
 func writeKeyFile(path string, k *cryptocore.Key) error {
-	buf := make([]byte, 2*cryptocore.KeySize+1)
+	buf := encodeKeyFile(k)
 	defer clear(buf)
-	hex.Encode(buf, k[:])
-	buf[len(buf)-1] = '\n'
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("key file: %w", err)
 	}
 	return writeFileAtomic(path, buf, false)
+}
+
+// encodeKeyFile is the content of a key file holding k: hex and a newline.
+// The caller clears it.
+func encodeKeyFile(k *cryptocore.Key) []byte {
+	buf := make([]byte, 2*cryptocore.KeySize+1)
+	hex.Encode(buf, k[:])
+	buf[len(buf)-1] = '\n'
+	return buf
 }
 
 // GenerateKeyFile writes a new random admin key to path (mode 0600). It

@@ -410,31 +410,41 @@ func (p *Provider) ReissueAccessKey(ctx context.Context, tenant string) (string,
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	keyPath := p.accessDir.AccessKeyPath(tenant)
-	tmpPath := keyPath + ".new"
-	_ = os.Remove(tmpPath) // left over from an interrupted reissue
-	err := p.updateLocked(ctx, func(s *state) error {
-		t, err := live(s, tenant)
-		if err != nil {
-			return err
-		}
-		k := cryptocore.NewRandomKey()
-		if err := writeKeyFile(tmpPath, &k); err != nil {
-			k.Zero()
-			return fmt.Errorf("local keyring: write the new access key of tenant %q: %w", tenant, err)
-		}
-		t.access.Zero()
-		t.access = k
-		return nil
-	})
-	if err != nil {
-		_ = os.Remove(tmpPath)
+	_ = os.Remove(keyPath + ".new") // a new key left by an interrupted reissue of tencrypt before 2026-12
+	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
+		return "", fmt.Errorf("local keyring: write the new access key of tenant %q: %w", tenant, err)
+	}
+	k := cryptocore.NewRandomKey()
+	defer k.Zero()
+	buf := encodeKeyFile(&k)
+	defer clear(buf)
+	var updateErr error
+	sealed := false
+	// The new key file is durable but not yet in place when the record is
+	// sealed under the key; the file replaces the old one only once the
+	// keyring has changed, so neither step is seen without the other.
+	err := atomicfile.Write(keyPath, buf, atomicfile.Options{Perm: 0o600, Replace: true, BeforeInstall: func() error {
+		updateErr = p.updateLocked(ctx, func(s *state) error {
+			t, err := live(s, tenant)
+			if err != nil {
+				return err
+			}
+			t.access.Zero()
+			t.access = k
+			return nil
+		})
+		sealed = updateErr == nil
+		return updateErr
+	}})
+	switch {
+	case err == nil:
+		return keyPath, nil
+	case sealed:
+		return "", fmt.Errorf("local keyring: tenant %q's record is sealed under a new access key, which may not be in place at %s: if that file did not change, run keys reissue again: %w", tenant, keyPath, err)
+	case updateErr != nil:
 		return "", err
 	}
-	// The keyring now seals the record under the new key; put it in place.
-	if err := os.Rename(tmpPath, keyPath); err != nil {
-		return "", fmt.Errorf("local keyring: the new access key of tenant %q is in %s; move it to %s: %w", tenant, tmpPath, keyPath, err)
-	}
-	return keyPath, atomicfile.SyncDir(filepath.Dir(keyPath))
+	return "", fmt.Errorf("local keyring: write the new access key of tenant %q: %w", tenant, err)
 }
 
 // Rotate adds a KEK version to tenant and makes it current.

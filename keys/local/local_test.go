@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -540,5 +541,36 @@ func TestAdminRefusesRollback(t *testing.T) {
 	// A fresh provider cannot tell, as docs/KEYRING.md says.
 	if ti, err := open(t, cfg).Tenant(ctx, "blue"); err != nil || ti.MinVersion != 1 {
 		t.Fatalf("fresh admin provider on the old copy: %+v, %v", ti, err)
+	}
+}
+
+// A reissue the keyring refuses (an unknown tenant) leaves the access key
+// directory as it was: no new key file and no temporary file.
+func TestReissueRefusedWritesNothing(t *testing.T) {
+	ctx := t.Context()
+	cfg := newTestKeyring(t)
+	p := open(t, cfg)
+	if err := p.CreateTenant(ctx, "blue"); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(cfg.AccessKeyPath("blue"))
+	list := func() []string {
+		t.Helper()
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	before := list()
+	if _, err := p.ReissueAccessKey(ctx, "red"); !errors.Is(err, keys.ErrUnknownTenant) {
+		t.Fatalf("reissue of an unknown tenant: %v, want ErrUnknownTenant", err)
+	}
+	if after := list(); !slices.Equal(before, after) {
+		t.Fatalf("access key directory %q, was %q", after, before)
 	}
 }

@@ -231,31 +231,9 @@ func (f *File) writeBlocks(off, end int64, p []byte) error {
 	f.out = f.out[:0]
 	start := first
 	for b := first; b <= lastTouched; b++ {
-		bStart := b * BlockSize
-		bLen := min(BlockSize, newSize-bStart)
-		// What the write covers of this block.
-		ws, we := max(off, bStart)-bStart, min(end, bStart+bLen)-bStart
-		pt := f.pt[:bLen]
-		if ws > 0 || we < bLen {
-			// A partial write: keep the block's current content.
-			var cur []byte
-			switch {
-			case growing && b == oldLast:
-				cur = pt[:copy(pt, f.undo[:f.undoLen])]
-			case bStart < f.size:
-				var err error
-				if cur, err = f.readBlock(b); err != nil {
-					return fail(err)
-				}
-			}
-			clear(pt[len(cur):])
-		}
-		if ws < we {
-			if p == nil {
-				clear(pt[ws:we])
-			} else {
-				copy(pt[ws:we], p[bStart+ws-off:])
-			}
+		pt, err := f.mergeBlock(b, off, end, newSize, p, growing && b == oldLast)
+		if err != nil {
+			return fail(err)
 		}
 		if cap(f.out)-len(f.out) < SealedBlockSize {
 			if err := f.flush(start); err != nil {
@@ -276,6 +254,42 @@ func (f *File) writeBlocks(off, end int64, p []byte) error {
 	clear(f.undo[:f.undoLen])
 	f.size = newSize
 	return nil
+}
+
+// mergeBlock sets f.pt to block b's new plaintext in a file of newSize
+// bytes and returns it: what p (zeros if p is nil), written over the range
+// [off, end), puts in the block, and around a partial write the block's
+// current content, from f.undo when fromUndo (the old final block of a
+// growing file, saved before it was re-sealed) or else read and
+// authenticated; past the old end, zeros.
+func (f *File) mergeBlock(b, off, end, newSize int64, p []byte, fromUndo bool) ([]byte, error) {
+	bStart := b * BlockSize
+	bLen := min(BlockSize, newSize-bStart)
+	// What the write covers of this block.
+	ws, we := max(off, bStart)-bStart, min(end, bStart+bLen)-bStart
+	pt := f.pt[:bLen]
+	if ws > 0 || we < bLen {
+		// A partial write: keep the block's current content.
+		var cur []byte
+		switch {
+		case fromUndo:
+			cur = pt[:copy(pt, f.undo[:f.undoLen])]
+		case bStart < f.size:
+			var err error
+			if cur, err = f.readBlock(b); err != nil {
+				return nil, err
+			}
+		}
+		clear(pt[len(cur):])
+	}
+	if ws < we {
+		if p == nil {
+			clear(pt[ws:we])
+		} else {
+			copy(pt[ws:we], p[bStart+ws-off:])
+		}
+	}
+	return pt, nil
 }
 
 // undoGrow puts back the end of the file as it was before a growing write

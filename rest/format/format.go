@@ -355,12 +355,19 @@ func (ad *blockAD) set(block int64, final bool) []byte {
 
 // openHeader unwraps the DEK of h, derives its keys and checks its seal.
 func openHeader(h *Header, unwrap Unwrapper, o options) (*fileKeys, error) {
-	dek, err := unwrap(h.Key)
-	if err != nil {
+	var dek keys.DEK
+	defer dek.Zero()
+	return openHeaderDEK(h, unwrap, o, &dek)
+}
+
+// openHeaderDEK is openHeader leaving the DEK in *dek for a caller that
+// needs it too (Rewrap); the caller zeroes it, also after an error.
+func openHeaderDEK(h *Header, unwrap Unwrapper, o options, dek *keys.DEK) (*fileKeys, error) {
+	var err error
+	if *dek, err = unwrap(h.Key); err != nil {
 		return nil, fmt.Errorf("%s: unwrap the file key: %w", displayPath(o.path), err)
 	}
-	defer dek.Zero()
-	k, err := deriveKeys(&dek, h, o.random)
+	k, err := deriveKeys(dek, h, o.random)
 	if err != nil {
 		return nil, err
 	}
@@ -415,16 +422,10 @@ func PlaintextSize(headerSize int, fileSize int64) (int64, error) {
 // make the file unreadable.
 func Rewrap(h *Header, unwrap Unwrapper, rewrap func(keys.WrappedKey) (keys.WrappedKey, error), opts ...Option) (*Header, error) {
 	o := getOptions(opts)
-	dek, err := unwrap(h.Key)
-	if err != nil {
-		return nil, fmt.Errorf("%s: unwrap the file key: %w", displayPath(o.path), err)
-	}
+	var dek keys.DEK
 	defer dek.Zero()
-	k, err := deriveKeys(&dek, h, o.random)
+	k, err := openHeaderDEK(h, unwrap, o, &dek)
 	if err != nil {
-		return nil, err
-	}
-	if err := k.checkHeader(h, o.path); err != nil {
 		return nil, err
 	}
 	wk, err := rewrap(h.Key)

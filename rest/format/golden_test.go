@@ -174,3 +174,23 @@ func encryptWithHeaderKey(t *testing.T, wk keys.WrappedKey) []byte {
 	}
 	return h.Bytes()
 }
+
+// TestHolderKeyOffset: the offset Holder reports for a file's wrapped key
+// (keys retire --json) is where the key's blob starts in the file.
+func TestHolderKeyOffset(t *testing.T) {
+	var _ keys.KeyOffsetHolder = Holder{}
+	for _, g := range goldenFiles(t) {
+		h, err := ReadHeader(bytes.NewReader(g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blob, err := h.Key.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		off := Holder{}.KeyOffset()
+		if !bytes.Equal(g[off:off+int64(len(blob))], blob) {
+			t.Fatalf("the wrapped key is not at offset %d", off)
+		}
+	}
+}

@@ -26,6 +26,10 @@ func (Holder) Kind() string { return "file" }
 // Match implements keys.Holder: the file starts with Magic.
 func (Holder) Match(_ string, head []byte) bool { return bytes.HasPrefix(head, []byte(Magic)) }
 
+// KeyOffset implements keys.KeyOffsetHolder: the wrapped key follows the
+// header's fixed fields (docs/FORMAT.md).
+func (Holder) KeyOffset() int64 { return fixedSize }
+
 // Keys implements keys.Holder. The header is parsed, not unsealed (that
 // needs the key).
 func (Holder) Keys(f *os.File) ([]keys.WrappedKey, error) {

@@ -158,18 +158,14 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if !ok || np.fs != n.fs {
 		return syscall.EXDEV
 	}
-	from, err := n.openDir()
+	from, to, closeDirs, targetFailed, err := n.openRenameDirs(np)
 	if err != nil {
-		return n.fs.errno("rename", name, err)
-	}
-	defer from.close()
-	to := from
-	if np != n {
-		if to, err = np.openDir(); err != nil {
+		if targetFailed {
 			return n.fs.errno("rename", newName, err)
 		}
-		defer to.close()
+		return n.fs.errno("rename", name, err)
 	}
+	defer closeDirs()
 	fromStored, fromEnc, err := n.fs.childName(from, name)
 	if err != nil {
 		return n.fs.errno("rename", name, err)
@@ -188,13 +184,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	toKind := uint32(0)
 	if exchange {
-		if toKind, err = entryKind(to, toStored); err != nil {
+		if toKind, err = exchangeKind(fromKind, to, toStored); err != nil {
 			return n.fs.errno("rename", newName, err)
-		}
-		// A symlink's target is sealed for its entry, and two symlinks
-		// cannot be rewritten in one atomic step.
-		if fromKind == syscall.S_IFLNK || toKind == syscall.S_IFLNK {
-			return syscall.EINVAL
 		}
 	}
 	// The name is encrypted again under the target directory's ID. On
@@ -211,31 +202,17 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		removeSidecar(from, fromStored, fromEnc)
 		return 0
 	}
-	// A directory's ID is sealed for its place: seal it for the new one
-	// first (docs/NAMES.md, "Renaming a directory"), and the other one's
-	// too on exchange.
-	var moves []cdir
+	moves, targetFailed, err := n.fs.prepareDirMoves(from, fromStored, fromKind, to, toStored, toKind)
 	defer func() {
 		for _, c := range moves {
 			c.close()
 		}
 	}()
-	if fromKind == syscall.S_IFDIR {
-		c, err := n.fs.prepareDirMove(from, fromStored, to.iv, toStored)
-		if err != nil {
-			return n.fs.errno("rename", name, err)
-		}
-		moves = append(moves, c)
-	}
-	if toKind == syscall.S_IFDIR {
-		c, err := n.fs.prepareDirMove(to, toStored, from.iv, fromStored)
-		if err != nil {
-			for _, c := range moves {
-				names.AbortMove(c.fd)
-			}
+	if err != nil {
+		if targetFailed {
 			return n.fs.errno("rename", newName, err)
 		}
-		moves = append(moves, c)
+		return n.fs.errno("rename", name, err)
 	}
 	err = unix.Renameat2(from.fd, fromStored, to.fd, toStored, uint(flags))
 	if (errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST)) && flags == 0 {
@@ -254,6 +231,64 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		removeSidecar(from, fromStored, fromEnc)
 	}
 	return 0
+}
+
+// openRenameDirs opens the cipher directories of a rename from n to np
+// (one when they are the same); closeDirs releases them. On error it says
+// whether opening the target failed.
+func (n *node) openRenameDirs(np *node) (from, to cdir, closeDirs func(), targetFailed bool, err error) {
+	if from, err = n.openDir(); err != nil {
+		return from, to, nil, false, err
+	}
+	if np == n {
+		return from, from, from.close, false, nil
+	}
+	if to, err = np.openDir(); err != nil {
+		from.close()
+		return from, to, nil, true, err
+	}
+	return from, to, func() { to.close(); from.close() }, false, nil
+}
+
+// exchangeKind returns the file type of the entry toStored of to, which a
+// RENAME_EXCHANGE swaps with an entry of type fromKind. A symlink's target
+// is sealed for its entry, and two symlinks cannot be rewritten in one
+// atomic step, so an exchange involving one is EINVAL.
+func exchangeKind(fromKind uint32, to cdir, toStored string) (uint32, error) {
+	toKind, err := entryKind(to, toStored)
+	if err != nil {
+		return 0, err
+	}
+	if fromKind == syscall.S_IFLNK || toKind == syscall.S_IFLNK {
+		return 0, syscall.EINVAL
+	}
+	return toKind, nil
+}
+
+// prepareDirMoves seals the ID of each directory that a rename moves for
+// its new place before the rename (docs/NAMES.md, "Renaming a
+// directory"): the moved entry's, and on exchange the other one's too. On
+// error it aborts what it prepared and says whether the exchange's target
+// failed; the caller closes the returned directories either way.
+func (f *FS) prepareDirMoves(from cdir, fromStored string, fromKind uint32, to cdir, toStored string, toKind uint32) (moves []cdir, targetFailed bool, err error) {
+	if fromKind == syscall.S_IFDIR {
+		c, err := f.prepareDirMove(from, fromStored, to.iv, toStored)
+		if err != nil {
+			return nil, false, err
+		}
+		moves = append(moves, c)
+	}
+	if toKind == syscall.S_IFDIR {
+		c, err := f.prepareDirMove(to, toStored, from.iv, fromStored)
+		if err != nil {
+			for _, c := range moves {
+				names.AbortMove(c.fd)
+			}
+			return moves, true, err
+		}
+		moves = append(moves, c)
+	}
+	return moves, false, nil
 }
 
 // renameOverEmptyDir retries a rename whose target toStored is a

@@ -338,7 +338,7 @@ func (a *Agent) checkTenantLocked(ctx context.Context, tenant string) {
 	case err == nil:
 		k.checked = time.Now()
 		if info.Current > k.version && info.Current != k.kekCurrent {
-			a.log.Info("tenant KEK rotated; its transit key is still under the old version until 'tencrypt transit rotate'",
+			a.log.Info("tenant KEK rotated; its transit key is still under the old version until 'tencrypt transit rotate' (a new key) or 'tencrypt keys rewrap' of the registry file (the same key)",
 				"tenant", tenant, "transit_kek_version", k.version, "current_kek_version", info.Current)
 		}
 		k.kekCurrent = info.Current
