@@ -26,7 +26,21 @@ func entries(t *testing.T, dir string) []string {
 	return names
 }
 
-func TestWrite(t *testing.T) {
+// bothModes runs f with the unnamed temporary file (the default on the
+// test's file system, which must support O_TMPFILE) and with the named
+// fallback.
+func bothModes(t *testing.T, f func(t *testing.T)) {
+	t.Run("unnamed", f)
+	t.Run("named", func(t *testing.T) {
+		forceNamed = true
+		t.Cleanup(func() { forceNamed = false })
+		f(t)
+	})
+}
+
+func TestWrite(t *testing.T) { bothModes(t, testWrite) }
+
+func testWrite(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f")
 	tests := []struct {
@@ -60,7 +74,9 @@ func TestWrite(t *testing.T) {
 	}
 }
 
-func TestFailureLeavesNothing(t *testing.T) {
+func TestFailureLeavesNothing(t *testing.T) { bothModes(t, testFailureLeavesNothing) }
+
+func testFailureLeavesNothing(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "f")
 	os.WriteFile(p, []byte("old"), 0o600)
@@ -95,6 +111,10 @@ func TestFailureLeavesNothing(t *testing.T) {
 
 func TestDiskFullLeavesOldContent(t *testing.T) {
 	testenv.RequireRoot(t)
+	bothModes(t, testDiskFullLeavesOldContent)
+}
+
+func testDiskFullLeavesOldContent(t *testing.T) {
 	dir := t.TempDir()
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
 		t.Fatalf("mount a small tmpfs: %v", err)
@@ -110,6 +130,42 @@ func TestDiskFullLeavesOldContent(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(p); string(got) != "old" {
 		t.Errorf("content %q after a full disk, want the old content", got)
+	}
+	if n := entries(t, dir); len(n) != 1 {
+		t.Errorf("directory holds %v, want only f", n)
+	}
+}
+
+// TestUnnamedWhileWriting checks that, where O_TMPFILE works, the file being
+// written has no directory entry at all, so a SIGKILL at that moment leaves
+// nothing; and that an existing file is refused only at install time.
+func TestUnnamedWhileWriting(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	err := WriteFunc(p, Options{}, func(w io.Writer) error {
+		if _, err := w.Write(make([]byte, 1<<20)); err != nil {
+			return err
+		}
+		if n := entries(t, dir); len(n) != 0 {
+			t.Errorf("while writing the directory holds %v, want nothing", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Size() != 1<<20 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("installed file: %v, %v", fi, err)
+	}
+	err = WriteFunc(p, Options{}, func(w io.Writer) error {
+		_, err := w.Write([]byte("other"))
+		return err
+	})
+	if !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("err = %v, want fs.ErrExist", err)
+	}
+	if fi, _ := os.Stat(p); fi.Size() != 1<<20 {
+		t.Errorf("size %d after a refused write, want the old file", fi.Size())
 	}
 	if n := entries(t, dir); len(n) != 1 {
 		t.Errorf("directory holds %v, want only f", n)

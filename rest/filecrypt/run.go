@@ -205,10 +205,12 @@ func DecryptStream(ctx context.Context, unwrap format.Unwrapper, in io.Reader, o
 }
 
 // WriteAtomic makes dst hold what fn writes, or leaves it untouched
-// (internal/atomicfile: a temporary file synced and renamed, without
-// replacing an existing dst unless force; an existing dst then matches
-// ErrOutputExists). A full disk or any other failure removes the temporary
-// file. Writes go through a goroutine so that disk work overlaps the
+// (internal/atomicfile: an unnamed O_TMPFILE file, or a hidden named one
+// where the file system lacks O_TMPFILE, synced and then linked or renamed
+// into place, without replacing an existing dst unless force; an existing
+// dst then matches ErrOutputExists). A full disk, a cancelled ctx or any
+// other failure leaves no temporary file; a SIGKILL leaves none either
+// where O_TMPFILE works. Writes go through a goroutine so that disk work overlaps the
 // caller's crypto.
 func WriteAtomic(dst string, perm fs.FileMode, force bool, fn func(io.Writer) error) error {
 	err := atomicfile.WriteFunc(dst, atomicfile.Options{Perm: perm, Replace: force}, func(w io.Writer) error {
