@@ -2,14 +2,19 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/tencrypt/tencrypt/internal/exitcodes"
@@ -330,4 +335,155 @@ func TestFileCLIBench(t *testing.T) {
 	if left, _ := os.ReadDir(e.dir); slices.ContainsFunc(left, func(d fs.DirEntry) bool { return strings.HasPrefix(d.Name(), "tencrypt-bench-") }) {
 		t.Fatal("bench left its directory behind")
 	}
+}
+
+// TestFileCLIKilledLeavesNothing kills 'file encrypt', 'file decrypt' and
+// 'file rewrap --copy' half-way through a 256 MiB file, on tmpfs and on the
+// disk, and checks that no directory entry of any name appeared and that
+// the input is intact. encrypt and decrypt are also stopped with SIGTERM,
+// which must end them cleanly the same way.
+func TestFileCLIKilledLeavesNothing(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireTool(t, "mount", "umount")
+	for _, where := range []string{"tmpfs", "disk"} {
+		t.Run(where, func(t *testing.T) {
+			var dir string
+			if where == "tmpfs" {
+				dir = t.TempDir()
+				if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1g", testenv.Name("tencrypt-kill"), dir).CombinedOutput(); err != nil {
+					t.Fatalf("mount a tmpfs (needs root and tmpfs): %v %s", err, out)
+				}
+				t.Cleanup(func() {
+					if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+						t.Errorf("umount %s: %v %s", dir, err, out)
+					}
+				})
+			} else {
+				var err error
+				if dir, err = os.MkdirTemp("/var/tmp", testenv.Name("tencrypt-kill-")); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { os.RemoveAll(dir) })
+			}
+			testKilledLeavesNothing(t, dir)
+		})
+	}
+}
+
+func testKilledLeavesNothing(t *testing.T, dir string) {
+	e := newFileEnv(t)
+	src, out, enc := filepath.Join(dir, "src"), filepath.Join(dir, "out"), filepath.Join(dir, "enc")
+	for _, d := range []string{src, out, enc} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := filepath.Join(src, "big")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.CopyN(f, rand.NewChaCha8([32]byte{1}), 256<<20)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	bigTenc := filepath.Join(enc, "big.tenc")
+	e.ok("file", "encrypt", "--tenant", "blue", big, "-o", bigTenc)
+
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+		killMidway(t, e, sig, out, big, "file", "encrypt", "--tenant", "blue", big, "-o", filepath.Join(out, "big.tenc"))
+		killMidway(t, e, sig, out, bigTenc, "file", "decrypt", bigTenc, "-o", filepath.Join(out, "big"))
+	}
+	// rewrap --copy writes its temporary file beside the file it replaces.
+	e.ok("keys", "rotate", "blue")
+	killMidway(t, e, syscall.SIGKILL, enc, bigTenc, "file", "rewrap", "--copy", bigTenc)
+	// And the file still decrypts to the original.
+	e.ok("file", "decrypt", bigTenc, "-o", filepath.Join(out, "check"))
+	if fileHash(t, filepath.Join(out, "check")) != fileHash(t, big) {
+		t.Fatal("the file decrypted after the killed rewrap differs from the original")
+	}
+}
+
+// killMidway starts tencrypt args, waits until it has written 16 MiB to a
+// file in outDir (watching its descriptors, so "half-way" does not depend
+// on timing), sends sig, and checks that outDir's entries and input's
+// content are what they were.
+func killMidway(t *testing.T, e *keysEnv, sig syscall.Signal, outDir, input string, args ...string) {
+	t.Helper()
+	before := dirNames(t, outDir)
+	sum := fileHash(t, input)
+	cmd := exec.Command(e.bin, args...)
+	cmd.Env, cmd.Dir = e.env, e.dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	fdDir := fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid)
+	var werr error
+poll:
+	for {
+		select {
+		case werr = <-exited:
+			t.Fatalf("%v (%v) ended (%v) before it wrote 16 MiB to %s: the input is too small to stop it half-way\n%s", args, sig, werr, outDir, stderr.String())
+		default:
+		}
+		fds, _ := os.ReadDir(fdDir)
+		for _, fd := range fds {
+			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+			if err != nil || filepath.Dir(target) != outDir || target == input {
+				continue
+			}
+			if fi, err := os.Stat(filepath.Join(fdDir, fd.Name())); err == nil && fi.Size() >= 16<<20 {
+				break poll
+			}
+		}
+		runtime.Gosched()
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	werr = <-exited
+	if werr == nil {
+		t.Fatalf("%v ended with success after %v", args, sig)
+	}
+	if after := dirNames(t, outDir); !slices.Equal(before, after) {
+		t.Errorf("%v killed by %v: %s held %v, now %v", args, sig, outDir, before, after)
+	}
+	if fileHash(t, input) != sum {
+		t.Errorf("%v killed by %v changed its input %s", args, sig, input)
+	}
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n []string
+	for _, e := range es {
+		n = append(n, e.Name())
+	}
+	return n
+}
+
+func fileHash(t *testing.T, path string) [sha256.Size]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return [sha256.Size]byte(h.Sum(nil))
 }
