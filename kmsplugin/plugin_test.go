@@ -37,7 +37,7 @@ type fixture struct {
 	reg   *prometheus.Registry
 }
 
-func newFixture(t *testing.T, wrap func(keys.KEKProvider) keys.KEKProvider) *fixture {
+func newFixture(t testing.TB, wrap func(keys.KEKProvider) keys.KEKProvider) *fixture {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
