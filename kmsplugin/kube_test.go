@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -180,6 +181,21 @@ func controlPlane(t *testing.T, admin keys.KEKProvider, env *keys.Envelope, audi
 	}
 	raw("before", keyID2)
 	readBack("before")
+	// The runbook's check before retiring: no value in etcd names an old
+	// key_id any more (docs/KMS-PLUGIN.md, step 4).
+	values, err := etcd.Values(ctx, "/registry/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, v := range values {
+		for _, m := range keyIDInValue.FindAll(v, -1) {
+			seen[string(m)]++
+		}
+	}
+	if len(seen) != 1 || seen[keyID2] < 2 {
+		t.Fatalf("key_ids in etcd after the rewrite: %v, want only %s", seen, keyID2)
+	}
 
 	// 4. A tampered ciphertext (the wrapped seed inside the stored object)
 	// is refused: the read fails, and the plugin's audit shows the refusal.
@@ -244,6 +260,9 @@ func controlPlane(t *testing.T, admin keys.KEKProvider, env *keys.Envelope, audi
 	raw("back-up", keyID2)
 	readBack("back-up")
 }
+
+// keyIDInValue is the runbook's grep for key_ids in etcd values.
+var keyIDInValue = regexp.MustCompile(`tencrypt:1:[a-z0-9-]*:cluster-etcd:[0-9]*:[0-9]*`)
 
 // checkSealed fails unless v is a KMS v2 value of this plugin under keyID,
 // with no trace of the plaintext.

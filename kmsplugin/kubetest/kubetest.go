@@ -209,6 +209,19 @@ func (e *Etcd) Get(ctx context.Context, key string) ([]byte, error) {
 	return r.Kvs[0].Value, nil
 }
 
+// Values returns the raw values of every key under prefix.
+func (e *Etcd) Values(ctx context.Context, prefix string) ([][]byte, error) {
+	r, err := e.Client.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, 0, len(r.Kvs))
+	for _, kv := range r.Kvs {
+		out = append(out, kv.Value)
+	}
+	return out, nil
+}
+
 // Put stores a raw value at key, behind kube-apiserver's back.
 func (e *Etcd) Put(ctx context.Context, key string, value []byte) error {
 	_, err := e.Client.Put(ctx, key, string(value))
