@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -323,6 +325,14 @@ func TestServerOverSocket(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
+	if fi, err := os.Lstat(sock); err != nil {
+		t.Fatal(err)
+	} else if fi.Mode()&fs.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket %s has mode %v; want a 0600 socket", sock, fi.Mode())
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(sock), ".kms-socket-*")); len(left) != 0 {
+		t.Fatalf("temporary bind directories left: %v", left)
+	}
 
 	// A second plugin on the same socket is refused: it would cut the live one off.
 	if _, err := kmsplugin.NewServer(f.plug, "unix://"+sock, "", nil); err == nil || !strings.Contains(err.Error(), "another plugin") {

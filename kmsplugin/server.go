@@ -54,12 +54,28 @@ func ListenUnix(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("kms socket %s: removing a stale socket: %w", path, err)
 		}
 	}
-	// The umask makes the socket 0600 from its creation, with no window.
-	old := umask(0o177)
-	ln, err := net.Listen("unix", path)
-	umask(old)
+	// Bind in a fresh 0700 directory, make the socket 0600, then move it
+	// into place: it is never reachable with looser permissions, and the
+	// process-wide umask is left alone.
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".kms-socket-")
 	if err != nil {
 		return nil, fmt.Errorf("kms socket: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	bound := filepath.Join(tmp, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("kms socket: %w", err)
+	}
+	// Server.Close removes the socket at its final path.
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(bound, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("kms socket: %w", err)
+	}
+	if err := os.Rename(bound, path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("kms socket %s: %w", path, err)
 	}
 	return ln, nil
 }
