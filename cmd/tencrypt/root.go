@@ -44,6 +44,7 @@ without a cluster; reading pods from a Kubernetes API server is not built yet.`,
 		newAgentCmd(), newTransitCmd(),
 		newKeysCmd(),
 		newFileCmd(), newVolumeCmd(), newMountCmd(),
+		newKMSPluginCmd(),
 	)
 	markUsageErrors(root)
 	return root
