@@ -165,7 +165,7 @@ const retryAfter = time.Second
 // withdraws their keys. Guards stay: they are the pods' fail-closed state.
 //
 // A round runs when the registry reports a change, every Interval, when
-// guard counters are due, and soon after a failed round. Rounds stay
+// guard counters or key checks are due, and soon after a failed round. Rounds stay
 // level-based (a whole snapshot each time), so a lost notification only
 // delays a change until the next periodic round. The agent's own key
 // publications notify it too: that costs one more round, which finds
@@ -176,7 +176,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("cannot watch the registry; reconciling every interval only", "interval", a.cfg.Interval, "err", err)
 	}
 	a.log.Info("agent started", "interval", a.cfg.Interval, "watch", changes != nil)
-	period := min(a.cfg.Interval, a.cfg.CounterInterval)
+	// Counter reads and key checks are done in rounds: wake up for them too
+	// (the flags promise them at their own intervals).
+	period := min(a.cfg.Interval, a.cfg.CounterInterval, a.cfg.KeyCheckInterval)
 	t := time.NewTimer(period)
 	defer t.Stop()
 	for {
