@@ -33,6 +33,9 @@ func (m *Manager) Registry(labName string) *Registry { return &Registry{m: m, la
 type transitState struct {
 	Keys    map[string]registry.PodKey `json:"keys"`
 	Tenants map[string]registry.Tenant `json:"tenants"`
+	// Virtual are pods on nodes that do not exist (SetVirtualPods), for
+	// scale benchmarks; their keys are in Keys.
+	Virtual []registry.Pod `json:"virtual_pods,omitempty"`
 }
 
 func (r *Registry) path() string { return filepath.Join(r.m.stateDir, r.lab+".transit.json") }
@@ -56,6 +59,7 @@ func (r *Registry) Snapshot(context.Context) (*registry.Snapshot, error) {
 			Name: p.Name, Tenant: p.Tenant, Node: p.Node, IP: p.IP, NetNS: netns.Path(p.NetNS),
 		})
 	}
+	snap.Pods = append(snap.Pods, ts.Virtual...)
 	snap.Services = append(snap.Services, st.Plan.Services...)
 	return snap, nil
 }

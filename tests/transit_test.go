@@ -40,6 +40,8 @@ type transitLab struct {
 	plan     *lab.Plan
 	env      []string
 	agents   map[string]*agentProc
+	// agentArgs are the agents' interval flags.
+	agentArgs []string
 }
 
 type agentProc struct {
@@ -74,14 +76,21 @@ const waitTimeout = 30 * time.Second
 
 func newTransitLab(t *testing.T) *transitLab {
 	t.Helper()
+	return newTransitLabWith(t, "--interval", "200ms", "--key-check-interval", "500ms")
+}
+
+// newTransitLabWith starts the agents with agentArgs (their interval flags).
+func newTransitLabWith(t *testing.T, agentArgs ...string) *transitLab {
+	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireTool(t, "ip", "nft")
 	dir := t.TempDir()
 	l := &transitLab{
-		t:        t,
-		name:     testenv.Name("x"),
-		stateDir: filepath.Join(dir, "lab"),
-		agents:   map[string]*agentProc{},
+		t:         t,
+		name:      testenv.Name("x"),
+		stateDir:  filepath.Join(dir, "lab"),
+		agents:    map[string]*agentProc{},
+		agentArgs: agentArgs,
 		env: append(os.Environ(),
 			"TENCRYPT_LOCAL_PATH="+filepath.Join(dir, "keyring"),
 			"TENCRYPT_LOCAL_KEY_FILE="+filepath.Join(dir, "admin.key"),
@@ -142,8 +151,8 @@ func (l *transitLab) startAgent(node string) {
 		addr = old.addr
 	}
 	a := &agentProc{addr: addr, log: &syncBuffer{}, done: make(chan struct{})}
-	a.cmd = exec.Command(bin, "agent", "--name", l.name, "--state-dir", l.stateDir, "--node", node,
-		"--listen", addr, "--interval", "200ms", "--key-check-interval", "500ms")
+	a.cmd = exec.Command(bin, append([]string{"agent", "--name", l.name, "--state-dir", l.stateDir, "--node", node,
+		"--listen", addr}, l.agentArgs...)...)
 	a.cmd.Env = l.env
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
@@ -544,6 +553,39 @@ func TestTransitFailsClosedWhenAgentKilled(t *testing.T) {
 	for _, cp := range caps {
 		cp.AssertNotSeen(t, first)
 		cp.AssertNotSeen(t, during)
+	}
+}
+
+// With periodic rounds an hour apart, only registry notifications can
+// build the mesh (each agent learns the other's keys after its first round)
+// and rebuild it after an agent restarts with new keys; an open connection
+// resumes, and nothing crosses the pod network in clear.
+func TestTransitAgentsReconcileOnRegistryChange(t *testing.T) {
+	l := newTransitLabWith(t, "--interval", "1h", "--counter-interval", "1h", "--key-check-interval", "1h")
+	caps := l.captures()
+	src, dst := "blue-1a", "blue-2b"
+	ln := nettest.ListenTCP(t, l.ns(dst), netip.AddrPortFrom(netip.IPv4Unspecified(), 9310))
+	c, err := nettest.Dial(ctxTimeout(t), l.ns(src), "tcp4", netip.AddrPortFrom(l.ip(dst), 9310))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	first := marker("watch-before")
+	c.Write(first)
+	if err := ln.WaitFor(ctxTimeout(t), first); err != nil {
+		t.Fatal(err)
+	}
+	l.stopAgent("node2", syscall.SIGTERM)
+	l.startAgent("node2")
+	l.waitReady()
+	after := marker("watch-after")
+	c.Write(after)
+	if err := ln.WaitFor(ctxTimeout(t), after); err != nil {
+		t.Fatalf("the connection did not resume after node2's agent restarted: %v", err)
+	}
+	for _, cp := range caps {
+		cp.AssertNotSeen(t, first)
+		cp.AssertNotSeen(t, after)
 	}
 }
 

@@ -46,7 +46,7 @@ change the lab need root.`,
   sudo tencrypt lab exec blue-1a -- ping -c1 10.96.0.10
   sudo tencrypt lab down`,
 	}
-	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabExecCmd(), newLabServeCmd(), newLabProbeCmd())
+	cmd.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabExecCmd(), newLabServeCmd(), newLabProbeCmd(), newLabVirtualPodsCmd())
 	return cmd
 }
 

@@ -105,7 +105,7 @@ tenant's transit key; every unwrap is audited).`,
 	bindKeysFlags(cmd)
 	cmd.Flags().StringVar(&node, "node", "", "the node this agent serves (required)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9105", "address for /metrics, /healthz and /status (empty: none)")
-	cmd.Flags().DurationVar(&interval, "interval", time.Second, "time between reconcile rounds")
+	cmd.Flags().DurationVar(&interval, "interval", 10*time.Second, "time between periodic reconcile rounds, the safety net (a round also runs as soon as the registry changes)")
 	cmd.Flags().DurationVar(&keyCheck, "key-check-interval", 30*time.Second, "how often to ask the key backend whether each tenant's keys still exist (a shredded tenant's tunnels stop within this)")
 	cmd.Flags().DurationVar(&counters, "counter-interval", 10*time.Second, "how often to read each guard's drop counters (one nft run per pod) for /status and /metrics")
 	cmd.Flags().StringVar(&nsDir, "netns-dir", "/run/netns", "the directory every pod namespace path in the registry must be under")

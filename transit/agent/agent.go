@@ -49,7 +49,9 @@ type Config struct {
 	// NetNSDir is the directory every pod namespace path must be under;
 	// empty means /run/netns. Used only when DataPlane is nil.
 	NetNSDir string
-	// Interval between reconciliation rounds; 0 means one second.
+	// Interval between periodic reconciliation rounds, the safety net: a
+	// round also runs as soon as the registry reports a change (Watch), and
+	// one second after a failed round. 0 means one second.
 	Interval time.Duration
 	// KeyCheckInterval is how often the agent asks the key backend whether
 	// each tenant still has its keys, so that a shredded tenant's tunnels
@@ -156,21 +158,55 @@ func New(cfg Config) *Agent {
 	return a
 }
 
+// retryAfter is how soon a failed round is retried when Interval is longer.
+const retryAfter = time.Second
+
 // Run reconciles until ctx is cancelled, then closes the tunnels it made and
 // withdraws their keys. Guards stay: they are the pods' fail-closed state.
+//
+// A round runs when the registry reports a change, every Interval, when
+// guard counters or key checks are due, and soon after a failed round. Rounds stay
+// level-based (a whole snapshot each time), so a lost notification only
+// delays a change until the next periodic round. The agent's own key
+// publications notify it too: that costs one more round, which finds
+// nothing to do.
 func (a *Agent) Run(ctx context.Context) error {
-	a.log.Info("agent started", "interval", a.cfg.Interval)
-	t := time.NewTicker(a.cfg.Interval)
+	changes, err := a.cfg.Registry.Watch(ctx)
+	if err != nil {
+		a.log.Warn("cannot watch the registry; reconciling every interval only", "interval", a.cfg.Interval, "err", err)
+	}
+	a.log.Info("agent started", "interval", a.cfg.Interval, "watch", changes != nil)
+	// Counter reads and key checks are done in rounds: wake up for them too
+	// (the flags promise them at their own intervals).
+	period := min(a.cfg.Interval, a.cfg.CounterInterval, a.cfg.KeyCheckInterval)
+	t := time.NewTimer(period)
 	defer t.Stop()
 	for {
 		a.round(ctx)
+		next := period
+		if a.lastFailed() {
+			next = min(period, retryAfter)
+		}
+		t.Reset(next)
 		select {
 		case <-ctx.Done():
 			a.shutdown()
 			return nil
+		case _, ok := <-changes:
+			if !ok {
+				// The watch broke: carry on with periodic rounds.
+				a.log.Warn("registry watch ended; reconciling every interval only", "interval", a.cfg.Interval)
+				changes = nil
+			}
 		case <-t.C:
 		}
 	}
+}
+
+func (a *Agent) lastFailed() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastErr != nil
 }
 
 // roundTimeout bounds one reconcile round, so that a hung KMS call or nft
@@ -205,7 +241,10 @@ func (a *Agent) round(ctx context.Context) {
 // the next round.
 func (a *Agent) readCountersLocked(ctx context.Context) {
 	for _, sp := range a.pods {
-		if time.Since(sp.countersAt) < a.cfg.CounterInterval || ctx.Err() != nil {
+		// Due a little early: rounds come every CounterInterval at the
+		// slowest, and a read due a moment after one would wait a whole
+		// interval more.
+		if time.Since(sp.countersAt) < a.cfg.CounterInterval*9/10 || ctx.Err() != nil {
 			continue
 		}
 		c, err := a.dp.GuardCounters(ctx, sp.pod.NetNS)

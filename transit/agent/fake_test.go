@@ -22,8 +22,33 @@ import (
 // memRegistry is an in-memory registry.Registry shared by the agents of a
 // test.
 type memRegistry struct {
-	mu   sync.Mutex
-	snap registry.Snapshot
+	mu       sync.Mutex
+	snap     registry.Snapshot
+	watchers []chan struct{}
+}
+
+func (r *memRegistry) Watch(ctx context.Context) (<-chan struct{}, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch := make(chan struct{}, 1)
+	r.watchers = append(r.watchers, ch)
+	context.AfterFunc(ctx, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.watchers = slices.DeleteFunc(r.watchers, func(c chan struct{}) bool { return c == ch })
+		close(ch)
+	})
+	return ch, nil
+}
+
+// changedLocked notifies every watcher, coalescing.
+func (r *memRegistry) changedLocked() {
+	for _, ch := range r.watchers {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func newMemRegistry() *memRegistry {
@@ -42,6 +67,7 @@ func (r *memRegistry) Snapshot(context.Context) (*registry.Snapshot, error) {
 func (r *memRegistry) PublishKey(_ context.Context, k registry.PodKey) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer r.changedLocked()
 	r.snap.Keys[k.Pod] = k
 	return nil
 }
@@ -49,6 +75,7 @@ func (r *memRegistry) PublishKey(_ context.Context, k registry.PodKey) error {
 func (r *memRegistry) WithdrawKey(_ context.Context, pod string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer r.changedLocked()
 	delete(r.snap.Keys, pod)
 	return nil
 }
@@ -56,6 +83,7 @@ func (r *memRegistry) WithdrawKey(_ context.Context, pod string) error {
 func (r *memRegistry) SetTenantKey(_ context.Context, tenant string, blob []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer r.changedLocked()
 	r.snap.Tenants[tenant] = registry.Tenant{PSK: blob}
 	return nil
 }
@@ -63,6 +91,7 @@ func (r *memRegistry) SetTenantKey(_ context.Context, tenant string, blob []byte
 func (r *memRegistry) UnenrollTenant(_ context.Context, tenant string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer r.changedLocked()
 	r.snap.Tenants[tenant] = registry.Tenant{Removed: true}
 	return nil
 }
@@ -72,6 +101,7 @@ func (r *memRegistry) UnenrollTenant(_ context.Context, tenant string) error {
 func (r *memRegistry) edit(fn func(*registry.Snapshot)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer r.changedLocked()
 	fn(&r.snap)
 }
 

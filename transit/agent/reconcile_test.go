@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -489,5 +490,68 @@ func TestMissingGuardIsAppliedAgain(t *testing.T) {
 	w.rounds(2)
 	if _, ok := w.dp.guard(nsPath("b1")); !ok {
 		t.Error("a guard found missing was not applied again")
+	}
+}
+
+// waitUntil polls cond for up to 30 s (generous: the test asserts that
+// something happens, not how fast).
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting after 30 s for %s", what)
+		}
+	}
+}
+
+// A registry change runs a round at once: with hour-long periods, only the
+// watch can have served the new pod.
+func TestRegistryChangeTriggersARound(t *testing.T) {
+	w := newWorld(t)
+	a := w.agents["n1"]
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitUntil(t, "the first round", func() bool { return a.Status().Rounds >= 1 })
+	if st := a.Status(); st.LastError != "" {
+		// A failed round is retried after a second, which would pass the
+		// test without the watch.
+		t.Fatalf("first round failed: %s", st.LastError)
+	}
+	w.addPod("b4", "blue", "n1", "10.0.1.4")
+	waitUntil(t, "b4 served after the registry listed it", func() bool { return w.dp.tunnel(nsPath("b4")) != nil })
+	waitUntil(t, "b1's guard to include b4", func() bool {
+		g, _ := w.dp.guard(nsPath("b1"))
+		return slices.Contains(g.Peers, netip.MustParseAddr("10.0.1.4"))
+	})
+}
+
+// Rounds with nothing to do act on no pod: no guard applied, no tunnel
+// made, no counters read before they are due. A change re-applies the
+// guards of the pods it concerns only.
+func TestIdleRoundsTouchNoPod(t *testing.T) {
+	w := newWorld(t)
+	w.rounds(2)
+	ops := []string{"ApplyGuard", "RemoveGuard", "GuardCounters", "NewTunnel"}
+	before := map[string]int{}
+	for _, op := range ops {
+		before[op] = w.dp.count(op)
+	}
+	w.rounds(3)
+	for _, op := range ops {
+		if n := w.dp.count(op); n != before[op] {
+			t.Errorf("%s ran %d times in idle rounds", op, n-before[op])
+		}
+	}
+	w.addPod("r2", "red", "n2", "10.0.2.9")
+	applied := w.dp.count("ApplyGuard")
+	w.rounds(1)
+	// r1's guard (its peers changed) and r2's new one; blue's untouched.
+	if n := w.dp.count("ApplyGuard") - applied; n != 2 {
+		t.Errorf("a new red pod applied %d guards, want 2 (r1 and r2)", n)
 	}
 }

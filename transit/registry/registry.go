@@ -4,9 +4,10 @@
 // enrolled tenant's wrapped pre-shared key.
 //
 // The lab implements Registry over its state directory; a Kubernetes
-// implementation reads pods and Services from the API server. Agents only
-// read snapshots and publish keys, so an implementation needs no watch: the
-// agent polls.
+// implementation reads pods and Services from the API server. Agents read
+// whole snapshots (reconciliation is level-based) when Watch says something
+// changed, and every so often anyway, so a missed notification costs only
+// delay.
 package registry
 
 import (
@@ -42,6 +43,12 @@ type Registry interface {
 	// pods' guards the agents keep) is recorded as unenrolled too, which
 	// releases those guards; unenrolling twice is not an error.
 	UnenrollTenant(ctx context.Context, tenant string) error
+	// Watch returns a channel that receives a value soon after the registry
+	// may have changed (changes are coalesced: one value may stand for
+	// many, and a value may come with no change). It is closed when ctx is
+	// done or the watch breaks. A registry that cannot watch returns a nil
+	// channel; callers then rely on their periodic reads.
+	Watch(ctx context.Context) (<-chan struct{}, error)
 }
 
 // ErrNotEnrolled: an operation (a rotation) on a tenant the registry does

@@ -61,3 +61,12 @@ const redacted = "[redacted]"
 func (privateKey) String() string       { return redacted }
 func (privateKey) GoString() string     { return redacted }
 func (privateKey) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// NewPublicKey returns the public half of a fresh key pair and forgets the
+// private half: an identity no one can handshake as, for peers that exist
+// only in the registry (the lab's virtual pods in scale benchmarks).
+func NewPublicKey() (PublicKey, error) {
+	k, pub, err := newPrivateKey()
+	k.zero()
+	return pub, err
+}
