@@ -91,33 +91,3 @@ func TestNameAERejects(t *testing.T) {
 		t.Errorf("Seal of the longest input: %v", err)
 	}
 }
-
-// TestNameLabelsPinned pins the name-key labels of volume format 2
-// (docs/NAMES.md), cross-checked with an independent HKDF (Python
-// hmac/hashlib): they must not change.
-func TestNameLabelsPinned(t *testing.T) {
-	var secret Key
-	for i := range secret {
-		secret[i] = byte(i)
-	}
-	salt := []byte("0123456789abcdef") // a volume ID
-	tests := []struct{ label, want string }{
-		{LabelNamesEME, "5764467bc3f64cee20836802e13cec3530379084ec5f0951a840284598881dd8"},
-		{LabelNamesDirID, "bca3ca16790bff5d6c45e04ccf9ae8dbf2355ff8b87006c8326c0d1940a4b385"},
-		{LabelNamesSymlink, "afad02c62a485d968d0927dd8ffd8dc9bb28d70564de68ec633c935a87f7bec8"},
-	}
-	seen := map[string]bool{}
-	for _, tt := range tests {
-		t.Run(tt.label, func(t *testing.T) {
-			k := DeriveKey(&secret, salt, tt.label)
-			got := hex.EncodeToString(k[:])
-			if got != tt.want {
-				t.Errorf("DeriveKey(%q) = %s, want %s", tt.label, got, tt.want)
-			}
-			if seen[got] {
-				t.Error("two labels derive the same key")
-			}
-			seen[got] = true
-		})
-	}
-}

@@ -37,3 +37,16 @@ func Name(prefix string) string {
 	rand.Read(b)
 	return prefix + hex.EncodeToString(b)
 }
+
+// FileTail returns the last max bytes of the file at path, for the failure
+// messages of tests that run a server with its output in a log file.
+func FileTail(path string, max int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return string(b)
+}

@@ -31,6 +31,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tencrypt/tencrypt/internal/testenv"
 )
 
 // startTimeout bounds each server's start on a loaded 2-core machine.
@@ -111,14 +113,7 @@ func (p *proc) exited() bool {
 
 // LogTail is the end of the server's log, for failure messages.
 func (p *proc) LogTail() string {
-	b, err := os.ReadFile(p.log)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	if len(b) > 6000 {
-		b = b[len(b)-6000:]
-	}
-	return string(b)
+	return testenv.FileTail(p.log, 6000)
 }
 
 // waitFor polls ready until it succeeds, the server exits or startTimeout

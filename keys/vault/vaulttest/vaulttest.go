@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tencrypt/tencrypt/internal/testenv"
 )
 
 // Server is a running `vault server -dev`.
@@ -197,14 +199,7 @@ func (s *Server) Stop() error {
 
 // LogTail returns the last few KB of the server's log, for failure messages.
 func (s *Server) LogTail() string {
-	b, err := os.ReadFile(s.log)
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	if len(b) > 4096 {
-		b = b[len(b)-4096:]
-	}
-	return string(b)
+	return testenv.FileTail(s.log, 4096)
 }
 
 func freePort() (int, error) {
