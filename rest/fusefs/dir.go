@@ -32,9 +32,11 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, gofs.ToErrno(err)
 	}
 	// Only what the mount makes can be a plaintext entry: a FIFO, device
-	// or socket in the cipher directory was planted there.
+	// or socket without its marker was planted there (fillAttr checks
+	// the marker).
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK:
+	case syscall.S_IFIFO, syscall.S_IFCHR, syscall.S_IFBLK, syscall.S_IFSOCK:
 	default:
 		return nil, n.fs.lookupErrno(name, &entryError{path: d.join(stored), want: "a file, directory or symlink", found: typeName(st.Mode)})
 	}
@@ -68,9 +70,11 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			continue
 		}
 		mode := direntMode(e.Type())
-		if mode != syscall.S_IFREG && mode != syscall.S_IFDIR && mode != syscall.S_IFLNK {
-			n.fs.refuse("readdir", n.plainPath(), &entryError{path: d.join(stored), want: "a file, directory or symlink", found: typeName(mode)})
-			continue
+		if isSpecial(mode) {
+			if err := n.fs.checkSpecialEntry(d, stored); err != nil {
+				n.fs.refuse("readdir", n.plainPath(), err)
+				continue
+			}
 		}
 		enc := stored
 		if names.IsLong(stored) {

@@ -53,6 +53,7 @@ var (
 	_ gofs.NodeRenamer    = (*node)(nil)
 	_ gofs.NodeLinker     = (*node)(nil)
 	_ gofs.NodeSymlinker  = (*node)(nil)
+	_ gofs.NodeMknoder    = (*node)(nil)
 	_ gofs.NodeReadlinker = (*node)(nil)
 	_ gofs.NodeStatfser   = (*node)(nil)
 	_ gofs.NodeFsyncer    = (*node)(nil)
@@ -63,8 +64,8 @@ func (n *node) plainPath() string {
 	return "/" + n.Path(n.Root())
 }
 
-// kind is the node's file type (S_IFREG, S_IFDIR or S_IFLNK): its cipher
-// entry must keep it.
+// kind is the node's file type (S_IFREG, S_IFDIR, S_IFLNK, or a special
+// file's): its cipher entry must keep it.
 func (n *node) kind() uint32 { return n.StableAttr().Mode & syscall.S_IFMT }
 
 // newChild makes the inode of a child whose cipher entry has st and gen
