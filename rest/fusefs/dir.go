@@ -165,7 +165,11 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		// A fresh ID, sealed for this place: the parent's ID and the
 		// directory's own stored name.
 		if iv, err = n.fs.cfg.Names.CreateDirIV(nfd, names.ChildLoc(d.iv, stored)); err == nil {
-			if err = unix.Fchmod(nfd, mode&07777); err == nil {
+			perm := mode & 07777
+			if setgidDir(d) {
+				perm |= syscall.S_ISGID // inherited, as mkdir(2) does
+			}
+			if err = unix.Fchmod(nfd, perm); err == nil {
 				gen, err = statx(nfd, "", &st)
 			}
 		}
@@ -178,7 +182,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		removeSidecar(d, stored, enc)
 		return nil, n.fs.errno("mkdir", name, typeError(d.fd, d.join(stored), stored, "a directory", err))
 	}
-	chownCaller(ctx, nfd)
+	chownCaller(ctx, d, nfd)
 	ino := n.newChild(ctx, &st, gen, &node{fs: n.fs, iv: iv, ivOK: true})
 	out.FromStat(&st)
 	out.Ino = n.fs.inodeNumber(&st)

@@ -41,7 +41,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, n.fs.errno("symlink", name, err)
 	}
 	defer unix.Close(pfd)
-	chownCaller(ctx, pfd)
+	chownCaller(ctx, d, pfd)
 	gen, err := statx(pfd, "", &st)
 	if err != nil {
 		return nil, gofs.ToErrno(err)

@@ -74,16 +74,30 @@ func (n *node) newChild(ctx context.Context, st *syscall.Stat_t, gen uint64, ch 
 	return n.NewInode(ctx, ch, gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: n.fs.inodeNumber(st), Gen: gen})
 }
 
-// chownCaller gives the new entry behind fd (an O_PATH descriptor is fine)
-// to the user who made it when the mount runs as root (as a kernel file
-// system would).
-func chownCaller(ctx context.Context, fd int) {
+// chownCaller gives the new entry behind fd (an O_PATH descriptor is fine),
+// made in directory d, to the user who made it when the mount runs as
+// root, as a kernel file system would: its group is the caller's, or d's
+// when d is setgid (which the kernel gave it at creation, so it is kept).
+// A chown clears a non-directory's setuid and setgid bits: the caller sets
+// the mode after.
+func chownCaller(ctx context.Context, d cdir, fd int) {
 	if os.Geteuid() != 0 {
 		return
 	}
 	if c, ok := fuse.FromContext(ctx); ok && (c.Uid != 0 || c.Gid != 0) {
-		_ = unix.Fchownat(fd, "", int(c.Uid), int(c.Gid), unix.AT_EMPTY_PATH)
+		gid := int(c.Gid)
+		if setgidDir(d) {
+			gid = -1
+		}
+		_ = unix.Fchownat(fd, "", int(c.Uid), gid, unix.AT_EMPTY_PATH)
 	}
+}
+
+// setgidDir reports whether cipher directory d is setgid: its new entries
+// take its group, and new directories its setgid bit.
+func setgidDir(d cdir) bool {
+	var st unix.Stat_t
+	return unix.Fstat(d.fd, &st) == nil && st.Mode&unix.S_ISGID != 0
 }
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {

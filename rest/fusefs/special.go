@@ -195,7 +195,7 @@ func (f *FS) finishNode(ctx context.Context, d cdir, stored string, mode uint32)
 		return st, 0, err
 	}
 	defer unix.Close(pfd)
-	chownCaller(ctx, pfd)
+	chownCaller(ctx, d, pfd)
 	// Through the checked inode's /proc/self/fd link: chmod opens nothing.
 	if err := unix.Fchmodat(unix.AT_FDCWD, procPath(pfd), mode&07777, 0); err != nil {
 		return st, 0, err

@@ -29,8 +29,12 @@ import (
 // names and exit (TestMain); the parent starts it as another user.
 const userHelperEnv = "TENCRYPT_FUSEFS_USER_HELPER"
 
-// otherUID is the unprivileged user of the tests.
-const otherUID = 4242
+// otherUID is the unprivileged user of the tests; otherGID a group it is
+// not in.
+const (
+	otherUID = 4242
+	otherGID = 4343
+)
 
 // describe lists dir's entries (recursively, sorted by path) with what a
 // plain directory and the mount must agree on: type, permissions, device
@@ -282,6 +286,17 @@ func userOps(dir string) error {
 	do("mknod char device", unix.Mknod("c", unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))))
 	do("chown to root", os.Lchown("f", 0, 0))
 	do("fifo pair", fifoPair("p"))
+	// In sg, a setgid directory of another group (made by the parent):
+	// new entries take its group, a new directory its setgid bit.
+	do("create in setgid directory", os.WriteFile("sg/f", nil, 0o644))
+	do("mkdir in setgid directory", os.Mkdir("sg/d", 0o755))
+	do("mkfifo in setgid directory", unix.Mkfifo("sg/p", 0o644))
+	do("symlink in setgid directory", os.Symlink("t", "sg/l"))
+	fd, err := unix.Open("suid", unix.O_CREAT|unix.O_WRONLY|unix.O_EXCL|unix.O_CLOEXEC, 0o4755)
+	if err == nil {
+		unix.Close(fd)
+	}
+	do("create setuid file", err)
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
@@ -346,9 +361,15 @@ func TestOtherUserMatchesPlainDirectory(t *testing.T) {
 		}
 	})
 
+	for _, d := range []string{plain, mnt} {
+		sg := filepath.Join(d, "sg")
+		must(t, os.Mkdir(sg, 0o777))
+		must(t, os.Chown(sg, 0, otherGID))
+		must(t, os.Chmod(sg, 0o777|os.ModeSetgid))
+	}
 	wantRes, gotRes := runAsUser(t, exe, plain), runAsUser(t, exe, mnt)
-	if len(wantRes) != 10 || wantRes["mkdir"] != "OK" || wantRes["mknod char device"] != "EPERM" {
-		t.Fatalf("on the plain directory: %v; want 10 results, mkdir OK, mknod EPERM", wantRes)
+	if len(wantRes) != 15 || wantRes["mkdir"] != "OK" || wantRes["mknod char device"] != "EPERM" {
+		t.Fatalf("on the plain directory: %v; want 15 results, mkdir OK, mknod EPERM", wantRes)
 	}
 	for _, k := range slices.Sorted(maps.Keys(wantRes)) {
 		if wantRes[k] != gotRes[k] {
