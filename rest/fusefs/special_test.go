@@ -218,8 +218,26 @@ func TestSpecialFilesMatchPlainDirectory(t *testing.T) {
 	mnt2, _ := w.mount(t)
 	compareDescriptions(t, want, describe(t, mnt2))
 	bounded(t, "the FIFO after a remount", func() error { return fifoPair(filepath.Join(mnt2, "p")) })
+	// Renames over special files: a FIFO over a block device (its marker
+	// replaces the device's), a regular file over a socket (the socket's
+	// marker goes).
+	in := func(n string) string { return filepath.Join(mnt2, n) }
+	must(t, os.Rename(in("p.link"), in("b")))
+	must(t, os.Rename(in("r"), in("s")))
+	var st syscall.Stat_t
+	if err := syscall.Lstat(in("b"), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFIFO || st.Nlink != 2 {
+		t.Errorf("b after a FIFO was renamed over it: mode %o links %d, %v; want a FIFO with 2 links", st.Mode, st.Nlink, err)
+	}
+	if err := syscall.Lstat(in("s"), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		t.Errorf("s after a file was renamed over it: mode %o, %v; want a regular file", st.Mode, err)
+	}
+	bounded(t, "a FIFO renamed over a device", func() error { return fifoPair(in("b")) })
+	// One marker per special name left: p, b, sub/c2 and the long one.
+	if m := leftMarkers(t, w.cipher); len(m) != 4 {
+		t.Errorf("after the renames the cipher directory holds %d markers, want 4: %v", len(m), m)
+	}
 	// Unlink and rename leave no marker behind.
-	for _, n := range []string{"p", "p.link", "b", "r", "s", "sub/c2", "sub/" + longName} {
+	for _, n := range []string{"p", "b", "s", "sub/c2", "sub/" + longName} {
 		must(t, os.Remove(filepath.Join(mnt2, n)))
 	}
 	must(t, os.Remove(filepath.Join(mnt2, "sub")))
