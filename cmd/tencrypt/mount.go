@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,7 +41,7 @@ type volumeInitResult struct {
 }
 
 func newVolumeInitCmd() *cobra.Command {
-	var tenant string
+	var tenant, mode string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "init CIPHERDIR --tenant TENANT",
@@ -49,13 +50,23 @@ func newVolumeInitCmd() *cobra.Command {
 configuration, ` + volnames.VolumeFile + `: a random volume ID and a fresh name key
 wrapped under TENANT's current KEK, and the root's directory IV,
 ` + volnames.DirIVFile + ` (docs/NAMES.md). It never touches a directory that is
-not empty. Mount the volume with 'tencrypt mount'.`,
+not empty. Mount the volume with 'tencrypt mount'.
+
+--mode sets CIPHERDIR's permissions, which are those of the mount's root
+(default 0700: only its owner may enter it; with 'tencrypt mount
+--allow-other', 0755 lets every user in, 1777 lets every user create
+entries, as /tmp does). The owner must keep rwx (the mode includes 0700).`,
 		Example: `  tencrypt volume init /srv/blue.enc --tenant blue
+  tencrypt volume init /srv/shared.enc --tenant blue --mode 0755
   tencrypt mount /srv/blue.enc /mnt/blue`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := keys.ValidTenant(tenant); err != nil {
 				return usageError{fmt.Errorf("--tenant %q: %w", tenant, err)}
+			}
+			perm, err := rootMode(mode)
+			if err != nil {
+				return usageError{err}
 			}
 			return withKeys(cmd, func(ctx context.Context, p keys.KEKProvider, cfg keysConfig) error {
 				env, closeEnv, err := fileEnvelope(p, cfg)
@@ -66,6 +77,11 @@ not empty. Mount the volume with 'tencrypt mount'.`,
 				v, err := volnames.InitVolume(ctx, args[0], env, tenant, time.Now())
 				if err != nil {
 					return err
+				}
+				if mode != "" {
+					if err := os.Chmod(args[0], perm); err != nil {
+						return fmt.Errorf("the volume was made, but setting its mode failed (chmod %s %s by hand): %w", mode, args[0], err)
+					}
 				}
 				res := volumeInitResult{CipherDir: args[0], VolumeID: fmt.Sprintf("%x", v.ID), Tenant: tenant, KEKVersion: v.NameKey.KEKVersion}
 				if asJSON {
@@ -78,7 +94,28 @@ not empty. Mount the volume with 'tencrypt mount'.`,
 	}
 	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant whose KEK wraps the volume's name key and its files' keys")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON document on stdout")
+	cmd.Flags().StringVar(&mode, "mode", "", "permissions of CIPHERDIR, the mount's root, in octal (default 0700)")
 	return cmd
+}
+
+// rootMode parses --mode: octal permission bits (with setgid and sticky
+// allowed) that keep the owner's rwx; "" is the default, 0700.
+func rootMode(s string) (os.FileMode, error) {
+	if s == "" {
+		return 0o700, nil
+	}
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m&^0o3777 != 0 || m&0o700 != 0o700 {
+		return 0, fmt.Errorf("--mode %q: want octal permissions that keep the owner's rwx, such as 0700, 0755 or 1777", s)
+	}
+	perm := os.FileMode(m & 0o777)
+	if m&0o1000 != 0 {
+		perm |= os.ModeSticky
+	}
+	if m&0o2000 != 0 {
+		perm |= os.ModeSetgid
+	}
+	return perm, nil
 }
 
 type mountFlags struct {

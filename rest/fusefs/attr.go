@@ -76,6 +76,11 @@ func (n *node) fillAttr(d cdir, stored string, st *syscall.Stat_t, out *fuse.Att
 			return err
 		}
 		out.Size = uint64(len(t))
+	case syscall.S_IFDIR:
+	case syscall.S_IFIFO, syscall.S_IFCHR, syscall.S_IFBLK, syscall.S_IFSOCK:
+		return n.fs.checkMarker(d, stored, st)
+	default:
+		return &entryError{path: d.join(stored), want: "a file, directory, symlink or special file", found: typeName(st.Mode)}
 	}
 	return nil
 }
@@ -162,6 +167,12 @@ func (n *node) setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		}
 		defer n.release(c)
 		return (&handle{c: c}).setattr(in, out)
+	}
+	if isSpecial(n.kind()) {
+		// A special node's marker must open for it before anything changes.
+		if err := n.fs.checkMarker(d, stored, &st); err != nil {
+			return n.fs.errno("setattr", n.plainPath(), err)
+		}
 	}
 	if n.kind() == syscall.S_IFLNK && st.Nlink > 1 {
 		// Likewise a hard-linked symlink: its sealed target must open.

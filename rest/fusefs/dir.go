@@ -32,9 +32,11 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, gofs.ToErrno(err)
 	}
 	// Only what the mount makes can be a plaintext entry: a FIFO, device
-	// or socket in the cipher directory was planted there.
+	// or socket without its marker was planted there (fillAttr checks
+	// the marker).
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFREG, syscall.S_IFDIR, syscall.S_IFLNK:
+	case syscall.S_IFIFO, syscall.S_IFCHR, syscall.S_IFBLK, syscall.S_IFSOCK:
 	default:
 		return nil, n.fs.lookupErrno(name, &entryError{path: d.join(stored), want: "a file, directory or symlink", found: typeName(st.Mode)})
 	}
@@ -68,9 +70,11 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			continue
 		}
 		mode := direntMode(e.Type())
-		if mode != syscall.S_IFREG && mode != syscall.S_IFDIR && mode != syscall.S_IFLNK {
-			n.fs.refuse("readdir", n.plainPath(), &entryError{path: d.join(stored), want: "a file, directory or symlink", found: typeName(mode)})
-			continue
+		if isSpecial(mode) {
+			if err := n.fs.checkSpecialEntry(d, stored); err != nil {
+				n.fs.refuse("readdir", n.plainPath(), err)
+				continue
+			}
 		}
 		enc := stored
 		if names.IsLong(stored) {
@@ -161,7 +165,11 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		// A fresh ID, sealed for this place: the parent's ID and the
 		// directory's own stored name.
 		if iv, err = n.fs.cfg.Names.CreateDirIV(nfd, names.ChildLoc(d.iv, stored)); err == nil {
-			if err = unix.Fchmod(nfd, mode&07777); err == nil {
+			perm := mode & 07777
+			if setgidDir(d) {
+				perm |= syscall.S_ISGID // inherited, as mkdir(2) does
+			}
+			if err = unix.Fchmod(nfd, perm); err == nil {
 				gen, err = statx(nfd, "", &st)
 			}
 		}
@@ -174,7 +182,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		removeSidecar(d, stored, enc)
 		return nil, n.fs.errno("mkdir", name, typeError(d.fd, d.join(stored), stored, "a directory", err))
 	}
-	chownCaller(ctx, nfd)
+	chownCaller(ctx, d, nfd)
 	ino := n.newChild(ctx, &st, gen, &node{fs: n.fs, iv: iv, ivOK: true})
 	out.FromStat(&st)
 	out.Ino = n.fs.inodeNumber(&st)

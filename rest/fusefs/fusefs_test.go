@@ -38,6 +38,13 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if dir := os.Getenv(userHelperEnv); dir != "" {
+		if err := userOps(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if spec := os.Getenv(opsHelperEnv); spec != "" {
 		if err := opsHelper(spec); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -134,6 +141,12 @@ func (w *world) mountOnce(t testing.TB) (string, func()) {
 // is mounted.
 func (w *world) mountFS(t testing.TB, tune ...func(*FS)) (string, *FS, func()) {
 	t.Helper()
+	return w.mountAt(t, t.TempDir(), MountOptions{}, tune...)
+}
+
+// mountAt is mountFS on mount point mnt with options o.
+func (w *world) mountAt(t testing.TB, mnt string, o MountOptions, tune ...func(*FS)) (string, *FS, func()) {
+	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Fatalf("FUSE is unavailable (%v): this test needs /dev/fuse and root", err)
 	}
@@ -153,8 +166,7 @@ func (w *world) mountFS(t testing.TB, tune ...func(*FS)) (string, *FS, func()) {
 	for _, fn := range tune {
 		fn(f)
 	}
-	mnt := t.TempDir()
-	srv, err := f.Mount(mnt, MountOptions{})
+	srv, err := f.Mount(mnt, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -219,6 +219,22 @@ func hostileCases() []hostileCase {
 		{wrongType: true, name: "socket in place of a file", plant: special("d/f", socket), ops: fileOps("d/f")},
 		{wrongType: true, name: "socket in place of the IV file", plant: inIV(socket), ops: subContent},
 		{wrongType: true, name: "socket in place of a sidecar", plant: sidecar(socket), ops: longOps},
+		{wrongType: true, name: "device in place of a FIFO made through the mount", plant: func(t *testing.T, h *hostile) string {
+			cp := h.mountFIFO(t, "d/p")
+			must(t, os.Remove(cp))
+			chardev(t, h, cp) // the FIFO's marker stays: it names a FIFO
+			return filepath.Base(cp)
+		}, ops: append(fileOps("d/p", "readlink", "truncate"), hop{Op: "link", Path: "d/p", Arg: "d/p2"})},
+		{wrongType: true, name: "FIFO in place of a file, with a marker copied from a FIFO made through the mount", plant: func(t *testing.T, h *hostile) string {
+			pp := h.mountFIFO(t, "d/p")
+			cp := h.cipher(t, "d/f")
+			must(t, os.Rename(cp, cp+".away"))
+			fifo(t, h, cp)
+			b, err := os.ReadFile(filepath.Join(filepath.Dir(pp), markerName(filepath.Base(pp))))
+			must(t, err)
+			must(t, os.WriteFile(filepath.Join(filepath.Dir(cp), markerName(filepath.Base(cp))), b, 0o400))
+			return filepath.Base(cp)
+		}, ops: fileOps("d/f")},
 		{name: "IV file deleted", plant: inIV(func(*testing.T, *hostile, string) {}), ops: subContent},
 		{name: "IV file truncated", plant: inIV(func(t *testing.T, h *hostile, cp string) {
 			must(t, os.WriteFile(cp, []byte("short"), 0o400))
@@ -264,6 +280,17 @@ func hostileCases() []hostileCase {
 			return ops
 		}()},
 	}
+}
+
+// mountFIFO makes FIFO plain through the mount (mounted for the call) and
+// returns its cipher path.
+func (h *hostile) mountFIFO(t *testing.T, plain string) string {
+	t.Helper()
+	mnt, unmount := h.w.mountOnce(t)
+	err := unix.Mkfifo(filepath.Join(mnt, plain), 0o644)
+	unmount()
+	must(t, err)
+	return h.cipher(t, plain)
 }
 
 // plantSocket binds a unix socket at cp (through its directory's
@@ -661,6 +688,8 @@ func runOp(o hop) error {
 	case "readlink":
 		_, err := os.Readlink(p)
 		return err
+	case "link":
+		return os.Link(p, o.Arg)
 	}
 	return fmt.Errorf("BUG: unknown op %q", o.Op)
 }

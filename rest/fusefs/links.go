@@ -41,7 +41,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, n.fs.errno("symlink", name, err)
 	}
 	defer unix.Close(pfd)
-	chownCaller(ctx, pfd)
+	chownCaller(ctx, d, pfd)
 	gen, err := statx(pfd, "", &st)
 	if err != nil {
 		return nil, gofs.ToErrno(err)
@@ -105,6 +105,12 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if err != nil {
 		return nil, n.fs.errno("link", name, err)
 	}
+	if isSpecial(t.kind()) {
+		// The new name gets its own marker; the linked node must have one.
+		if err := n.fs.checkSpecialEntry(td, tstored); err != nil {
+			return nil, n.fs.errno("link", name, err)
+		}
+	}
 	if err := writeSidecar(d, stored, enc); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
@@ -125,6 +131,9 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	gen, err := statx(d.fd, stored, &st)
 	if err == nil {
 		err = checkType(d.join(stored), st.Mode, t.kind())
+	}
+	if err == nil && isSpecial(st.Mode) {
+		err = n.fs.writeMarker(d, stored, &st)
 	}
 	if err != nil {
 		return nil, n.fs.errno("link", name, err)
@@ -150,6 +159,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return gofs.ToErrno(err)
 	}
 	removeSidecar(d, stored, enc)
+	removeMarker(d, stored)
 	return 0
 }
 
@@ -200,35 +210,27 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			return n.fs.errno("rename", name, err)
 		}
 		removeSidecar(from, fromStored, fromEnc)
+		removeMarker(to, toStored) // a special node's, replaced
 		return 0
 	}
-	moves, targetFailed, err := n.fs.prepareDirMoves(from, fromStored, fromKind, to, toStored, toKind)
-	defer func() {
-		for _, c := range moves {
-			c.close()
-		}
-	}()
+	marker, err := n.fs.moveMarker(from, fromStored, fromKind, to, toStored)
 	if err != nil {
+		return n.fs.errno("rename", name, err)
+	}
+	if targetFailed, err := n.renameMoving(from, fromStored, fromKind, to, toStored, toKind, newName, flags); err != nil {
+		if marker != "" {
+			unix.Unlinkat(to.fd, marker, 0)
+		}
 		if targetFailed {
 			return n.fs.errno("rename", newName, err)
 		}
 		return n.fs.errno("rename", name, err)
 	}
-	err = unix.Renameat2(from.fd, fromStored, to.fd, toStored, uint(flags))
-	if (errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST)) && flags == 0 {
-		err = n.renameOverEmptyDir(from, fromStored, to, toStored, newName, err)
-	}
-	if err != nil {
-		for _, c := range moves {
-			names.AbortMove(c.fd)
-		}
-		return n.fs.errno("rename", name, err)
-	}
-	if len(moves) > 0 {
-		n.fs.commitDirMoves(from, to, moves)
-	}
 	if !exchange {
 		removeSidecar(from, fromStored, fromEnc)
+		if err := finishMove(from, fromStored, to, toStored, marker); err != nil {
+			return n.fs.errno("rename", newName, err)
+		}
 	}
 	return 0
 }
@@ -259,7 +261,7 @@ func exchangeKind(fromKind uint32, to cdir, toStored string) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	if fromKind == syscall.S_IFLNK || toKind == syscall.S_IFLNK {
+	if fromKind == syscall.S_IFLNK || toKind == syscall.S_IFLNK || isSpecial(fromKind) || isSpecial(toKind) {
 		return 0, syscall.EINVAL
 	}
 	return toKind, nil
@@ -325,4 +327,34 @@ func (n *node) renameOverEmptyDir(from cdir, fromStored string, to cdir, toStore
 		return err
 	}
 	return nil
+}
+
+// renameMoving renames fromStored of from to toStored of to with flags
+// (renameat2), sealing the IV of each directory it moves for its new place
+// first and committing it after (prepareDirMoves); on failure the prepared
+// moves are aborted, and targetFailed says whether the target's failed.
+func (n *node) renameMoving(from cdir, fromStored string, fromKind uint32, to cdir, toStored string, toKind uint32, newName string, flags uint32) (targetFailed bool, err error) {
+	moves, targetFailed, err := n.fs.prepareDirMoves(from, fromStored, fromKind, to, toStored, toKind)
+	defer func() {
+		for _, c := range moves {
+			c.close()
+		}
+	}()
+	if err != nil {
+		return targetFailed, err
+	}
+	err = unix.Renameat2(from.fd, fromStored, to.fd, toStored, uint(flags))
+	if (errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST)) && flags == 0 {
+		err = n.renameOverEmptyDir(from, fromStored, to, toStored, newName, err)
+	}
+	if err != nil {
+		for _, c := range moves {
+			names.AbortMove(c.fd)
+		}
+		return false, err
+	}
+	if len(moves) > 0 {
+		n.fs.commitDirMoves(from, to, moves)
+	}
+	return false, nil
 }

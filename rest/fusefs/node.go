@@ -53,6 +53,7 @@ var (
 	_ gofs.NodeRenamer    = (*node)(nil)
 	_ gofs.NodeLinker     = (*node)(nil)
 	_ gofs.NodeSymlinker  = (*node)(nil)
+	_ gofs.NodeMknoder    = (*node)(nil)
 	_ gofs.NodeReadlinker = (*node)(nil)
 	_ gofs.NodeStatfser   = (*node)(nil)
 	_ gofs.NodeFsyncer    = (*node)(nil)
@@ -63,8 +64,8 @@ func (n *node) plainPath() string {
 	return "/" + n.Path(n.Root())
 }
 
-// kind is the node's file type (S_IFREG, S_IFDIR or S_IFLNK): its cipher
-// entry must keep it.
+// kind is the node's file type (S_IFREG, S_IFDIR, S_IFLNK, or a special
+// file's): its cipher entry must keep it.
 func (n *node) kind() uint32 { return n.StableAttr().Mode & syscall.S_IFMT }
 
 // newChild makes the inode of a child whose cipher entry has st and gen
@@ -73,16 +74,30 @@ func (n *node) newChild(ctx context.Context, st *syscall.Stat_t, gen uint64, ch 
 	return n.NewInode(ctx, ch, gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: n.fs.inodeNumber(st), Gen: gen})
 }
 
-// chownCaller gives the new entry behind fd (an O_PATH descriptor is fine)
-// to the user who made it when the mount runs as root (as a kernel file
-// system would).
-func chownCaller(ctx context.Context, fd int) {
+// chownCaller gives the new entry behind fd (an O_PATH descriptor is fine),
+// made in directory d, to the user who made it when the mount runs as
+// root, as a kernel file system would: its group is the caller's, or d's
+// when d is setgid (which the kernel gave it at creation, so it is kept).
+// A chown clears a non-directory's setuid and setgid bits: the caller sets
+// the mode after.
+func chownCaller(ctx context.Context, d cdir, fd int) {
 	if os.Geteuid() != 0 {
 		return
 	}
 	if c, ok := fuse.FromContext(ctx); ok && (c.Uid != 0 || c.Gid != 0) {
-		_ = unix.Fchownat(fd, "", int(c.Uid), int(c.Gid), unix.AT_EMPTY_PATH)
+		gid := int(c.Gid)
+		if setgidDir(d) {
+			gid = -1
+		}
+		_ = unix.Fchownat(fd, "", int(c.Uid), gid, unix.AT_EMPTY_PATH)
 	}
+}
+
+// setgidDir reports whether cipher directory d is setgid: its new entries
+// take its group, and new directories its setgid bit.
+func setgidDir(d cdir) bool {
+	var st unix.Stat_t
+	return unix.Fstat(d.fd, &st) == nil && st.Mode&unix.S_ISGID != 0
 }
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {

@@ -43,7 +43,13 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		removeSidecar(d, stored, enc)
 		return nil, nil, 0, n.fs.errno("create", name, err)
 	}
-	chownCaller(ctx, fd)
+	chownCaller(ctx, d, fd)
+	if mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
+		// The chown cleared them (and the process umask applied).
+		if err := unix.Fchmod(fd, mode&07777); err != nil {
+			return fail(err)
+		}
+	}
 	dek, wk, err := n.fs.cfg.Envelope.NewDEK(ctx, n.fs.cfg.Tenant, format.Purpose)
 	if err != nil {
 		return fail(err)
