@@ -52,12 +52,12 @@ wrapped under TENANT's current KEK, and the root's directory IV,
 ` + volnames.DirIVFile + ` (docs/NAMES.md). It never touches a directory that is
 not empty. Mount the volume with 'tencrypt mount'.
 
---mode sets CIPHERDIR's permissions, which are those of the mount's root
+--root-mode sets CIPHERDIR's permissions, which are those of the mount's root
 (default 0700: only its owner may enter it; with 'tencrypt mount
 --allow-other', 0755 lets every user in, 1777 lets every user create
 entries, as /tmp does). The owner must keep rwx (the mode includes 0700).`,
 		Example: `  tencrypt volume init /srv/blue.enc --tenant blue
-  tencrypt volume init /srv/shared.enc --tenant blue --mode 0755
+  tencrypt volume init /srv/shared.enc --tenant blue --root-mode 0755
   tencrypt mount /srv/blue.enc /mnt/blue`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -94,11 +94,11 @@ entries, as /tmp does). The owner must keep rwx (the mode includes 0700).`,
 	}
 	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant whose KEK wraps the volume's name key and its files' keys")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON document on stdout")
-	cmd.Flags().StringVar(&mode, "mode", "", "permissions of CIPHERDIR, the mount's root, in octal (default 0700)")
+	cmd.Flags().StringVar(&mode, "root-mode", "", "permissions of CIPHERDIR, the mount's root, in octal (default 0700)")
 	return cmd
 }
 
-// rootMode parses --mode: octal permission bits (with setgid and sticky
+// rootMode parses --root-mode: octal permission bits (with setgid and sticky
 // allowed) that keep the owner's rwx; "" is the default, 0700.
 func rootMode(s string) (os.FileMode, error) {
 	if s == "" {
@@ -106,7 +106,7 @@ func rootMode(s string) (os.FileMode, error) {
 	}
 	m, err := strconv.ParseUint(s, 8, 32)
 	if err != nil || m&^0o3777 != 0 || m&0o700 != 0o700 {
-		return 0, fmt.Errorf("--mode %q: want octal permissions that keep the owner's rwx, such as 0700, 0755 or 1777", s)
+		return 0, fmt.Errorf("--root-mode %q: want octal permissions that keep the owner's rwx, such as 0700, 0755 or 1777", s)
 	}
 	perm := os.FileMode(m & 0o777)
 	if m&0o1000 != 0 {

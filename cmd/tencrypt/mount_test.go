@@ -225,7 +225,7 @@ func sh(t *testing.T, script string) {
 	}
 }
 
-// TestVolumeInitMode: --mode sets the cipher root's permissions (the
+// TestVolumeInitMode: --root-mode sets the cipher root's permissions (the
 // mount's root); the default stays 0700; a mode without the owner's rwx,
 // or not octal, is a usage error that creates nothing.
 func TestVolumeInitMode(t *testing.T) {
@@ -241,7 +241,7 @@ func TestVolumeInitMode(t *testing.T) {
 		cipher := filepath.Join(e.dir, "cipher"+tt.mode)
 		args := []string{"volume", "init", cipher, "--tenant", "blue"}
 		if tt.mode != "" {
-			args = append(args, "--mode", tt.mode)
+			args = append(args, "--root-mode", tt.mode)
 		}
 		e.ok(args...)
 		fi, err := os.Stat(cipher)
@@ -249,14 +249,14 @@ func TestVolumeInitMode(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := fi.Mode() &^ os.ModeDir; got != tt.want&^os.ModeDir {
-			t.Errorf("--mode %q: the cipher root is %v, want %v", tt.mode, got, tt.want&^os.ModeDir)
+			t.Errorf("--root-mode %q: the cipher root is %v, want %v", tt.mode, got, tt.want&^os.ModeDir)
 		}
 	}
 	for _, bad := range []string{"0644", "755x", "17777"} {
 		cipher := filepath.Join(e.dir, "bad"+bad)
-		e.want(exitcodes.Usage, "volume", "init", cipher, "--tenant", "blue", "--mode", bad)
+		e.want(exitcodes.Usage, "volume", "init", cipher, "--tenant", "blue", "--root-mode", bad)
 		if _, err := os.Stat(cipher); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("--mode %q: %s exists (%v), want nothing created", bad, cipher, err)
+			t.Errorf("--root-mode %q: %s exists (%v), want nothing created", bad, cipher, err)
 		}
 	}
 }

@@ -351,7 +351,7 @@ func runAsUser(t *testing.T, exe, dir string) map[string]string {
 
 // TestOtherUserMatchesPlainDirectory: a user other than root makes every
 // file type through a mount with allow_other, whose cipher root is mode
-// 0777 (volume init --mode), and gets what it gets on a plain directory:
+// 0777 (volume init --root-mode), and gets what it gets on a plain directory:
 // the same results and errnos, and every new entry owned by it.
 func TestOtherUserMatchesPlainDirectory(t *testing.T) {
 	testenv.RequireRoot(t)
