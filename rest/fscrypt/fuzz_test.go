@@ -1,0 +1,63 @@
+package fscrypt
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/tencrypt/tencrypt/keys"
+)
+
+func sampleMetadata(tb testing.TB) []byte {
+	m := Metadata{ContentsMode: ContentsMode, FilenamesMode: FilenamesMode, Flags: PolicyFlags,
+		Key: keys.WrappedKey{Provider: "local", Tenant: "blue", Purpose: Purpose, KEKVersion: 1, Ciphertext: bytes.Repeat([]byte{7}, 60)}}
+	m.ID[0], m.Identifier[15] = 1, 2
+	b, err := m.MarshalBinary()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// FuzzParseMetadata: the parser never panics, every error wraps
+// ErrBadMetadata, and what it accepts is canonical (re-encodes to the same
+// bytes) and has our policy and purpose.
+func FuzzParseMetadata(f *testing.F) {
+	good := sampleMetadata(f)
+	f.Add(good)
+	f.Add(good[:fixedSize])
+	f.Add([]byte(magic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseMetadata(b)
+		if err != nil {
+			if !errors.Is(err, ErrBadMetadata) {
+				t.Fatalf("error %v does not wrap ErrBadMetadata", err)
+			}
+			return
+		}
+		out, err := m.MarshalBinary()
+		if err != nil || !bytes.Equal(out, b) {
+			t.Fatalf("accepted input does not re-encode to itself: %v", err)
+		}
+		if m.Key.Purpose != Purpose || m.ContentsMode != ContentsMode || !IsMetadata(b) {
+			t.Fatalf("accepted %+v", m)
+		}
+	})
+}
+
+func TestParseMetadataRoundTrip(t *testing.T) {
+	b := sampleMetadata(t)
+	m, err := ParseMetadata(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Key.Tenant != "blue" || m.ID[0] != 1 || m.Identifier[15] != 2 {
+		t.Fatalf("round trip: %+v", m)
+	}
+	wrong := *m
+	wrong.Key.Purpose = "app"
+	wb, _ := wrong.MarshalBinary()
+	if _, err := ParseMetadata(wb); !errors.Is(err, ErrBadMetadata) {
+		t.Fatalf("a key for another purpose: %v", err)
+	}
+}
