@@ -29,6 +29,7 @@ func newVolumeCmd() *cobra.Command {
 	}
 	bindKeysFlags(cmd)
 	cmd.AddCommand(newVolumeInitCmd())
+	addFscryptVolumeCmds(cmd)
 	return cmd
 }
 
