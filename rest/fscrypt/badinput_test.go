@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/rest/fscrypt"
 	"github.com/tencrypt/tencrypt/rest/fscrypt/fscrypttest"
@@ -77,25 +79,33 @@ func TestUnlockRefusesBadMetadata(t *testing.T) {
 	tests := []struct {
 		name string
 		data []byte // nil: no file
+		link bool   // a symbolic link to the good file instead
 		want error
 	}{
-		{"missing", nil, fscrypt.ErrNotVolume},
-		{"empty", []byte{}, fscrypt.ErrBadMetadata},
-		{"truncated fixed part", good[:20], fscrypt.ErrBadMetadata},
-		{"truncated wrapped key", good[:len(good)-1], fscrypt.ErrBadMetadata},
-		{"trailing byte", append(bytes.Clone(good), 0), fscrypt.ErrBadMetadata},
-		{"magic", flip(0), fscrypt.ErrBadMetadata},
-		{"version", flip(4), fscrypt.ErrBadMetadata},
-		{"contents mode", flip(5), fscrypt.ErrBadMetadata},
-		{"volume ID", flip(8), fscrypt.ErrWrongKey},
-		{"key identifier", flip(24), fscrypt.ErrBadMetadata},
-		{"wrapped key ciphertext", flip(len(good) - 1), keys.ErrAuth},
+		{name: "missing", want: fscrypt.ErrNotVolume},
+		{name: "a link to a good copy", link: true, want: unix.ELOOP},
+		{name: "empty", data: []byte{}, want: fscrypt.ErrBadMetadata},
+		{name: "truncated fixed part", data: good[:20], want: fscrypt.ErrBadMetadata},
+		{name: "truncated wrapped key", data: good[:len(good)-1], want: fscrypt.ErrBadMetadata},
+		{name: "trailing byte", data: append(bytes.Clone(good), 0), want: fscrypt.ErrBadMetadata},
+		{name: "magic", data: flip(0), want: fscrypt.ErrBadMetadata},
+		{name: "version", data: flip(4), want: fscrypt.ErrBadMetadata},
+		{name: "contents mode", data: flip(5), want: fscrypt.ErrBadMetadata},
+		{name: "volume ID", data: flip(8), want: fscrypt.ErrWrongKey},
+		{name: "key identifier", data: flip(24), want: fscrypt.ErrBadMetadata},
+		{name: "wrapped key ciphertext", data: flip(len(good) - 1), want: keys.ErrAuth},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.data == nil {
+			switch {
+			case tt.link:
 				os.Remove(path)
-			} else {
+				os.WriteFile(path+".real", good, 0o600)
+				os.Symlink(fscrypt.MetadataFile+".real", path)
+				defer os.Remove(path + ".real")
+			case tt.data == nil:
+				os.Remove(path)
+			default:
 				os.WriteFile(path, tt.data, 0o600)
 			}
 			if _, err := w.vols.Unlock(t.Context(), base); !errors.Is(err, tt.want) {
@@ -108,6 +118,7 @@ func TestUnlockRefusesBadMetadata(t *testing.T) {
 			} else if st.State != fscrypt.StateLocked {
 				t.Fatalf("after a refused unlock: %+v, %v", st, err)
 			}
+			os.Remove(path)
 			os.WriteFile(path, good, 0o600)
 			w.unlock(base)
 			if got, err := os.ReadFile(filepath.Join(base, fscrypt.DataDir, "kept.txt")); err != nil || !bytes.Equal(got, secret) {

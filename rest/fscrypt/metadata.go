@@ -161,17 +161,21 @@ func readMetadata(r io.Reader) (*Metadata, error) {
 }
 
 // ReadMetadata reads the metadata file of the volume at base. A missing
-// file is an error wrapping ErrNotVolume.
+// file is an error wrapping ErrNotVolume. It is never read through a
+// symbolic link, nor from anything but a regular file (a FIFO would block).
 func ReadMetadata(base string) (*Metadata, error) {
 	path := base + "/" + MetadataFile
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w: no %s (make one with 'tencrypt volume create --mode fscrypt', or restore the file from a copy of the volume)", base, ErrNotVolume, MetadataFile)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w (it must be a regular file, not a link)", path, err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: %w: not a regular file", path, ErrBadMetadata)
+	}
 	m, err := readMetadata(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
