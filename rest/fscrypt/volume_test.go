@@ -118,6 +118,10 @@ func TestLifecycle(t *testing.T) {
 	if got := w.state(base); got != fscrypt.StateLocked {
 		t.Fatalf("after create: %s, want locked", got)
 	}
+	// The worked size in docs/FSCRYPT.md: local keyring, tenant blue.
+	if fi, err := os.Stat(filepath.Join(base, fscrypt.MetadataFile)); err != nil || fi.Size() != 131 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("metadata file: %v, %v (want 131 bytes, mode 0600)", fi, err)
+	}
 	if err := os.WriteFile(filepath.Join(data, "x"), []byte("x"), 0o600); !errors.Is(err, unix.ENOKEY) {
 		t.Fatalf("write into a locked volume: %v, want ENOKEY", err)
 	}
