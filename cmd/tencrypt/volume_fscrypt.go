@@ -26,7 +26,9 @@ func init() {
 		{fscrypt.ErrUnsupported, exitcodes.Prerequisite},
 		{fscrypt.ErrNotEmpty, exitcodes.Usage},
 		{fscrypt.ErrNotVolume, exitcodes.NotTencrypt},
-		{fscrypt.ErrBadMetadata, exitcodes.UnknownFormat},
+		{fscrypt.ErrUnknownVersion, exitcodes.UnknownFormat},
+		// Metadata cut short, changed, or not the data directory's.
+		{fscrypt.ErrBadMetadata, exitcodes.AuthFailed},
 		{fscrypt.ErrWrongKey, exitcodes.AuthFailed},
 		{fscrypt.ErrAlreadyUnlocked, exitcodes.Usage},
 	}...)

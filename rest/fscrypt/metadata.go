@@ -59,6 +59,9 @@ var (
 	// ErrBadMetadata: the metadata file is truncated, has an unknown magic
 	// or version, or does not belong to the data directory beside it.
 	ErrBadMetadata = errors.New("fscrypt volume metadata is not valid")
+	// ErrUnknownVersion: the metadata file is of a version this tencrypt
+	// does not know (an error wrapping it wraps ErrBadMetadata too).
+	ErrUnknownVersion = errors.New("unknown fscrypt volume metadata version")
 	// ErrNotVolume: the directory has no metadata file.
 	ErrNotVolume = errors.New("not a tencrypt fscrypt volume")
 	// ErrUnsupported: the file system has no encryption support (ext4
@@ -122,7 +125,7 @@ func ParseMetadata(b []byte) (*Metadata, error) {
 	case string(b[:4]) != magic:
 		return nil, metadataError("no TFSV magic", b)
 	case b[4] != version:
-		return nil, metadataError(fmt.Sprintf("unknown version %d (this tencrypt reads %d)", b[4], version), b)
+		return nil, fmt.Errorf("%w: %w", ErrUnknownVersion, metadataError(fmt.Sprintf("version %d (this tencrypt reads %d: upgrade it)", b[4], version), b))
 	}
 	m := &Metadata{ContentsMode: b[5], FilenamesMode: b[6], Flags: b[7]}
 	if m.ContentsMode != ContentsMode || m.FilenamesMode != FilenamesMode || m.Flags != PolicyFlags {
