@@ -274,3 +274,38 @@ func TestShreddedTenant(t *testing.T) {
 		t.Fatalf("after unlock of a shredded volume: %s", got)
 	}
 }
+
+// TestCopyUnlocksElsewhere: a copy of the file system, mounted elsewhere,
+// unlocks with the tenant's key alone and has the data; the original and
+// the copy are one volume (the same key identifier).
+func TestCopyUnlocksElsewhere(t *testing.T) {
+	w := newWorld(t)
+	f := fscrypttest.NewExt4(t, true)
+	base := filepath.Join(f.Dir, "vol")
+	m, err := w.vols.Create(t.Context(), base, "blue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.unlock(base)
+	if err := os.WriteFile(filepath.Join(base, fscrypt.DataDir, "ledger"), secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.lock(base)
+	c := f.Copy(t)
+	copied := filepath.Join(c.Dir, "vol")
+	t.Cleanup(func() { fscrypt.Lock(copied) })
+	m2, err := w.vols.Unlock(t.Context(), copied)
+	if err != nil {
+		t.Fatalf("unlock the copy: %v", err)
+	}
+	if m2.Identifier != m.Identifier {
+		t.Fatalf("the copy's key %s, the original's %s", m2.Identifier, m.Identifier)
+	}
+	if got, err := os.ReadFile(filepath.Join(copied, fscrypt.DataDir, "ledger")); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("the copy's data: %v", err)
+	}
+	// The key went into the copy's file system only.
+	if got := w.state(base); got != fscrypt.StateLocked {
+		t.Fatalf("the original after unlocking the copy: %s", got)
+	}
+}
