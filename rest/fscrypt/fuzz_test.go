@@ -3,6 +3,8 @@ package fscrypt
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/tencrypt/tencrypt/keys"
@@ -59,5 +61,22 @@ func TestParseMetadataRoundTrip(t *testing.T) {
 	wb, _ := wrong.MarshalBinary()
 	if _, err := ParseMetadata(wb); !errors.Is(err, ErrBadMetadata) {
 		t.Fatalf("a key for another purpose: %v", err)
+	}
+}
+
+// TestHolderFailsClosed: a file with the magic that does not parse stops
+// a scan (a retire must not run past a key it could not read), under any
+// name; a good one yields its key at KeyOffset.
+func TestHolderFailsClosed(t *testing.T) {
+	dir := t.TempDir()
+	good := sampleMetadata(t)
+	os.WriteFile(filepath.Join(dir, "backup.bin"), good, 0o600)
+	res, err := keys.Scan(t.Context(), []string{dir}, []keys.Holder{Holder{}})
+	if err != nil || len(res.Keys) != 1 || res.Keys[0].Kind != "fscrypt-volume" || res.Keys[0].Offset == nil || *res.Keys[0].Offset != fixedSize {
+		t.Fatalf("scan of a metadata copy: %+v, %v", res, err)
+	}
+	os.WriteFile(filepath.Join(dir, MetadataFile), good[:fixedSize+3], 0o600)
+	if _, err := keys.Scan(t.Context(), []string{dir}, []keys.Holder{Holder{}}); !errors.Is(err, ErrBadMetadata) {
+		t.Fatalf("scan with truncated metadata: %v, want ErrBadMetadata", err)
 	}
 }
