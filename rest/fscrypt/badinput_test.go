@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -34,6 +35,21 @@ func TestCreateRefuses(t *testing.T) {
 	}
 	if ents, err := os.ReadDir(empty); err != nil || len(ents) != 0 {
 		t.Fatalf("the empty directory after a failed create: %v, %v", ents, err)
+	}
+	// tmpfs has no fscrypt at all.
+	tmp := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "tmpfs", tmp).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", tmp).Run() })
+	if _, err := w.vols.Create(t.Context(), filepath.Join(tmp, "v"), "blue"); !errors.Is(err, fscrypt.ErrUnsupported) {
+		t.Fatalf("create on tmpfs: %v, want ErrUnsupported", err)
+	}
+	// A volume inside another volume's data directory is refused.
+	outer, _ := w.create("outer", "blue")
+	w.unlock(outer)
+	if _, err := w.vols.Create(t.Context(), filepath.Join(outer, fscrypt.DataDir, "inner"), "blue"); !errors.Is(err, fscrypt.ErrNotEmpty) {
+		t.Fatalf("create inside a volume: %v", err)
 	}
 	full := filepath.Join(w.fs, "full")
 	os.Mkdir(full, 0o700)
@@ -69,11 +85,16 @@ func TestUnlockRefusesBadMetadata(t *testing.T) {
 	if got := w.state(base); got != fscrypt.StateUnlocked {
 		t.Fatalf("after a second unlock: %s", got)
 	}
-	w.lock(base)
 	path := filepath.Join(base, fscrypt.MetadataFile)
 	good, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Metadata damaged while unlocked: lock still works (it takes the key
+	// from the directory's policy).
+	os.WriteFile(path, good[:10], 0o600)
+	if res := w.lock(base); !res.WasUnlocked {
+		t.Fatalf("lock with damaged metadata: %+v", res)
 	}
 	flip := func(i int) []byte { b := bytes.Clone(good); b[i] ^= 1; return b }
 	tests := []struct {

@@ -86,7 +86,10 @@ func (v *Volumes) Create(ctx context.Context, base, tenant string) (_ *Metadata,
 			}
 		}
 	}()
-	if _, err := getPolicy(dir); err != nil {
+	if p, err := getPolicy(dir); err != nil || p != nil {
+		if err == nil {
+			err = fmt.Errorf("%w: it is inside an encrypted directory already; choose a directory outside it", ErrNotEmpty)
+		}
 		return nil, fmt.Errorf("%s: %w", base, err)
 	}
 	dek, wk, err := v.env.NewDEK(ctx, tenant, Purpose)
@@ -211,15 +214,35 @@ type LockResult struct {
 
 // Lock removes the volume's key from the kernel: the kernel evicts its
 // files' cached plaintext, so the data directory shows encrypted names and
-// refuses contents. Files still in use are reported, not an error.
+// refuses contents. Files still in use are reported, not an error. It
+// takes the key identifier from the data directory's policy, so that a
+// volume whose metadata file was damaged while it was unlocked can still
+// be locked.
 func Lock(base string) (LockResult, error) {
 	var res LockResult
-	m, dir, err := open(base)
+	d, err := os.Open(filepath.Join(base, DataDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return res, fmt.Errorf("%s: %w: no %s directory", base, ErrNotVolume, DataDir)
+	}
+	if err != nil {
+		return res, err
+	}
+	p, err := getPolicy(d)
+	// An open descriptor of the data directory would keep the key busy:
+	// the removal goes through the base directory.
+	d.Close()
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", base, err)
+	}
+	if p == nil {
+		return res, fmt.Errorf("%s: %w: %s is not encrypted", base, ErrNotVolume, DataDir)
+	}
+	dir, err := os.Open(base)
 	if err != nil {
 		return res, err
 	}
 	defer dir.Close()
-	flags, err := removeKey(dir, m.Identifier)
+	flags, err := removeKey(dir, p.identifier)
 	if errors.Is(err, unix.ENOKEY) {
 		return res, nil
 	}
