@@ -165,9 +165,28 @@ func TestLifecycle(t *testing.T) {
 	if res := w.lock(base); res.WasUnlocked {
 		t.Fatalf("second lock: %+v, want nothing to do", res)
 	}
+	// Every unwrap is audited; an audit log that cannot record fails the
+	// unlock closed, and the volume stays locked.
+	w.audit.Fail = true
+	if _, err := w.vols.Unlock(t.Context(), base); !errors.Is(err, keys.ErrAudit) {
+		t.Fatalf("unlock with a failing audit log: %v, want ErrAudit", err)
+	}
+	if got := w.state(base); got != fscrypt.StateLocked {
+		t.Fatalf("after a failed unlock: %s", got)
+	}
+	w.audit.Fail = false
 	w.unlock(base)
 	if got, err := os.ReadFile(filepath.Join(data, "salaries.txt")); err != nil || !bytes.Equal(got, secret) {
 		t.Fatalf("read after unlocking again: %v", err)
+	}
+	n := 0
+	for _, r := range w.audit.Records() {
+		if r.Op == "unwrap" && r.Purpose == fscrypt.Purpose && r.Tenant == "blue" && r.Caller == "test" && r.Outcome == "ok" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d audited unwraps for two unlocks: %+v", n, w.audit.Records())
 	}
 }
 
