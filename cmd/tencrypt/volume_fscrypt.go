@@ -111,7 +111,7 @@ func printVolumeStatus(cmd *cobra.Command, dir string, asJSON bool, done string)
 	if asJSON {
 		return volumeJSON(cmd.OutOrStdout(), st)
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "%s: %s volume %s of tenant %s, key %s (KEK v%d)\n", dir, done, st.State, st.Tenant, st.KeyIdentifier, st.KEKVersion)
+	fmt.Fprintf(cmd.ErrOrStderr(), "%s: %s (tenant %s, key %s under KEK v%d); now %s\n", dir, done, st.Tenant, st.KeyIdentifier, st.KEKVersion, st.State)
 	return nil
 }
 
