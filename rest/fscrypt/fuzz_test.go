@@ -2,9 +2,11 @@ package fscrypt
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tencrypt/tencrypt/keys"
@@ -78,5 +80,22 @@ func TestHolderFailsClosed(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, MetadataFile), good[:fixedSize+3], 0o600)
 	if _, err := keys.Scan(t.Context(), []string{dir}, []keys.Holder{Holder{}}); !errors.Is(err, ErrBadMetadata) {
 		t.Fatalf("scan with truncated metadata: %v, want ErrBadMetadata", err)
+	}
+}
+
+// TestMetadataGolden pins the encoding of version 1 (docs/FSCRYPT.md): it
+// must not change, or existing volumes stop parsing.
+func TestMetadataGolden(t *testing.T) {
+	golden := "54465356" + "01" + "01" + "04" + "03" + // magic, version, modes, flags
+		"01000000000000000000000000000000" + // volume ID
+		"00000000000000000000000000000002" + // key identifier
+		"0059" + // wrapped key length: 89
+		"5443574b01056c6f63616c04626c756506766f6c756d6500000001003c" + strings.Repeat("07", 60)
+	b := sampleMetadata(t)
+	if got := hex.EncodeToString(b); got != golden {
+		t.Fatalf("encoding changed:\n got %s\nwant %s", got, golden)
+	}
+	if len(b) != 131 {
+		t.Fatalf("%d bytes, docs/FSCRYPT.md says 131", len(b))
 	}
 }
