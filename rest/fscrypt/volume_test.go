@@ -2,7 +2,9 @@ package fscrypt_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -327,4 +329,26 @@ func TestCopyUnlocksElsewhere(t *testing.T) {
 	if got := w.state(base); got != fscrypt.StateLocked {
 		t.Fatalf("the original after unlocking the copy: %s", got)
 	}
+}
+
+// downKMS is a backend that cannot be reached for unwraps.
+type downKMS struct{ keys.KEKProvider }
+
+func (downKMS) Unwrap(context.Context, string, uint32, []byte, []byte) ([]byte, error) {
+	return nil, fmt.Errorf("test KMS: %w", keys.ErrBackendUnavailable)
+}
+
+// TestKMSDown: with the KMS unreachable, unlock fails with the backend's
+// error and adds nothing; once it is back, the volume unlocks.
+func TestKMSDown(t *testing.T) {
+	w := newWorld(t)
+	base, _ := w.create("vol", "blue")
+	down := fscrypt.New(keys.NewEnvelope(downKMS{w.p}, &keystest.AuditLog{}, time.Now), "test")
+	if _, err := down.Unlock(t.Context(), base); !errors.Is(err, keys.ErrBackendUnavailable) {
+		t.Fatalf("unlock with the KMS down: %v, want ErrBackendUnavailable", err)
+	}
+	if got := w.state(base); got != fscrypt.StateLocked {
+		t.Fatalf("after unlock with the KMS down: %s", got)
+	}
+	w.unlock(base)
 }
