@@ -30,6 +30,7 @@ func newVolumeCmd() *cobra.Command {
 	}
 	bindKeysFlags(cmd)
 	cmd.AddCommand(newVolumeInitCmd())
+	addFscryptVolumeCmds(cmd)
 	return cmd
 }
 

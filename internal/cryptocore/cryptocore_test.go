@@ -130,8 +130,9 @@ func TestHKDFRFC5869(t *testing.T) {
 
 // These vectors pin our labels: they must not change, because that would
 // change the keyring format (docs/KEYRING.md) or the names of volume format
-// 2 (docs/NAMES.md). The name labels were cross-checked with an independent
-// HKDF (Python hmac/hashlib). One table, so that no two labels of any
+// 2 (docs/NAMES.md) or of fscrypt volumes (docs/FSCRYPT.md). The name and
+// fscrypt labels were cross-checked with an independent HKDF (Python
+// hmac/hashlib). One table, so that no two labels of any
 // format derive the same key.
 func TestDeriveKeyPinned(t *testing.T) {
 	var secret Key
@@ -151,19 +152,27 @@ func TestDeriveKeyPinned(t *testing.T) {
 		{LabelNamesEME, "5764467bc3f64cee20836802e13cec3530379084ec5f0951a840284598881dd8"},
 		{LabelNamesDirID, "bca3ca16790bff5d6c45e04ccf9ae8dbf2355ff8b87006c8326c0d1940a4b385"},
 		{LabelNamesSymlink, "afad02c62a485d968d0927dd8ffd8dc9bb28d70564de68ec633c935a87f7bec8"},
+		// 64 bytes, through DeriveWideKey (an fscrypt master key).
+		{LabelFscryptMasterKey, "ca6309d3e71dd27f1e795f03de765317eabe77033694b2412b5fc8f4ca4f3b6c794d7612c411b70ea3f2a5f630069443f6c26357244e5e08594060e2bf9bafe8"},
 	}
 	seen := map[string]bool{}
 	for _, tt := range tests {
 		t.Run(tt.label, func(t *testing.T) {
-			k := DeriveKey(&secret, salt, tt.label)
-			got := hex.EncodeToString(k[:])
+			var got string
+			if len(tt.want) == 2*WideKeySize {
+				k := DeriveWideKey(&secret, salt, tt.label)
+				got = hex.EncodeToString(k[:])
+			} else {
+				k := DeriveKey(&secret, salt, tt.label)
+				got = hex.EncodeToString(k[:])
+			}
 			if got != tt.want {
 				t.Errorf("DeriveKey(%q) = %s, want %s", tt.label, got, tt.want)
 			}
-			if seen[got] {
+			if seen[got[:2*KeySize]] {
 				t.Errorf("two labels derive the same key")
 			}
-			seen[got] = true
+			seen[got[:2*KeySize]] = true
 		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/lab"
 	"github.com/tencrypt/tencrypt/rest/format"
+	"github.com/tencrypt/tencrypt/rest/fscrypt"
 	"github.com/tencrypt/tencrypt/rest/names"
 )
 
@@ -28,6 +29,7 @@ func All(o Options) []keys.Holder {
 		format.Holder{Copy: o.CopyFiles},
 		names.VolumeHolder{},
 		names.MetadataHolder{},
+		fscrypt.Holder{},
 		lab.RegistryHolder{},
 	}
 }
