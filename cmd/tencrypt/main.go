@@ -20,6 +20,7 @@ import (
 	"github.com/tencrypt/tencrypt/lab"
 	"github.com/tencrypt/tencrypt/rest/filecrypt"
 	"github.com/tencrypt/tencrypt/rest/format"
+	"github.com/tencrypt/tencrypt/rest/fscrypt"
 	volnames "github.com/tencrypt/tencrypt/rest/names"
 )
 
@@ -126,6 +127,16 @@ var exitCodes = []struct {
 	// Requests the packages refuse before doing any work.
 	{filecrypt.ErrUsage, exitcodes.Usage},
 	{backend.ErrConfig, exitcodes.Usage},
+
+	// fscrypt volumes (last: none of these wraps an error of a row above).
+	{fscrypt.ErrUnsupported, exitcodes.Prerequisite},
+	{fscrypt.ErrNotEmpty, exitcodes.Usage},
+	{fscrypt.ErrNotVolume, exitcodes.NotTencrypt},
+	{fscrypt.ErrUnknownVersion, exitcodes.UnknownFormat},
+	// Metadata cut short, changed, or not the data directory's.
+	{fscrypt.ErrBadMetadata, exitcodes.AuthFailed},
+	{fscrypt.ErrWrongKey, exitcodes.AuthFailed},
+	{fscrypt.ErrAlreadyUnlocked, exitcodes.Usage},
 }
 
 // exitError passes a child process's exit code through unchanged, without a

@@ -26,7 +26,15 @@ var errMountFailed = errors.New("FUSE mount failed")
 func newVolumeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "volume",
-		Short: "Create encrypted-name volumes for 'tencrypt mount'",
+		Short: "Create, unlock and lock encrypted volumes: file mode (for 'tencrypt mount') or kernel fscrypt",
+		Long: `A volume keeps a tenant's files encrypted at rest under a key of its own,
+held only wrapped under the tenant's KEK, inside the volume.
+
+File mode ('volume init', then 'tencrypt mount'): every file is a tencrypt
+file and names are encrypted, so the cipher directory can be copied with
+rsync or tar (docs/MOUNT.md). fscrypt mode ('volume create --mode fscrypt',
+'unlock', 'lock', 'status'): the kernel encrypts an ext4 or f2fs directory
+with a v2 policy (docs/FSCRYPT.md).`,
 	}
 	bindKeysFlags(cmd)
 	cmd.AddCommand(newVolumeInitCmd())

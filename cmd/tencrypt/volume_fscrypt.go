@@ -8,31 +8,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tencrypt/tencrypt/internal/exitcodes"
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/rest/fscrypt"
 )
 
 // The fscrypt volume commands: create --mode fscrypt, unlock, lock, status
 // (docs/FSCRYPT.md). 'volume init' stays the file mode's command.
-
-func init() {
-	// The fscrypt errors' rows of the exit code table in main.go, kept
-	// beside their commands; they wrap no error of an earlier row.
-	exitCodes = append(exitCodes, []struct {
-		err  error
-		code int
-	}{
-		{fscrypt.ErrUnsupported, exitcodes.Prerequisite},
-		{fscrypt.ErrNotEmpty, exitcodes.Usage},
-		{fscrypt.ErrNotVolume, exitcodes.NotTencrypt},
-		{fscrypt.ErrUnknownVersion, exitcodes.UnknownFormat},
-		// Metadata cut short, changed, or not the data directory's.
-		{fscrypt.ErrBadMetadata, exitcodes.AuthFailed},
-		{fscrypt.ErrWrongKey, exitcodes.AuthFailed},
-		{fscrypt.ErrAlreadyUnlocked, exitcodes.Usage},
-	}...)
-}
 
 // addFscryptVolumeCmds adds the fscrypt volume commands to 'volume'.
 func addFscryptVolumeCmds(volume *cobra.Command) {
