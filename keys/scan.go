@@ -340,6 +340,15 @@ func fileKeys(path string, holders []Holder) (string, []WrappedKey, []int64, err
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("%s looks like a %s but cannot be read: %w", path, h.Kind(), err)
 	}
+	if len(wks) == 0 {
+		// A holder that claims a file by its name alone may be wrong about
+		// it (an application's own "tencrypt.*" file): a key embedded in a
+		// file said to hold none still counts, so the check stays closed.
+		embedded, offs, err := findEmbeddedAt(path, head)
+		if len(embedded) > 0 || err != nil {
+			return KindUnknown, embedded, offs, err
+		}
+	}
 	var offs []int64
 	if oh, ok := h.(KeyOffsetHolder); ok && len(wks) == 1 {
 		offs = []int64{oh.KeyOffset()}

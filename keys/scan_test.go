@@ -147,3 +147,39 @@ func (h jsonHolder) Keys(*os.File) ([]WrappedKey, error) { return []WrappedKey{h
 func (jsonHolder) Rewrap(context.Context, string, *Mover) ([]Moved, error) {
 	return nil, errors.New("not in this test")
 }
+
+// keylessHolder claims every file by name and says it holds no key, as a
+// volume's metadata holder does for its reserved names.
+type keylessHolder struct{}
+
+func (keylessHolder) Kind() string                        { return "keyless" }
+func (keylessHolder) Match(string, []byte) bool           { return true }
+func (keylessHolder) Keys(*os.File) ([]WrappedKey, error) { return nil, nil }
+func (keylessHolder) Rewrap(context.Context, string, *Mover) ([]Moved, error) {
+	return nil, nil
+}
+
+// A file a holder claims by its name but that embeds a wrapped key (an
+// application's tencrypt.app-secrets.json) must still block a retire: the
+// holder's word that it holds no key is not enough.
+func TestScanSearchesFilesClaimedAsKeyless(t *testing.T) {
+	wk := WrappedKey{Provider: "local", Tenant: "blue", Purpose: "file", KEKVersion: 1, Ciphertext: bytes.Repeat([]byte{0xab}, 60)}
+	blob, err := wk.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "tencrypt.app-secrets.json"), []byte(`{"key": "`+base64.StdEncoding.EncodeToString(blob)+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tencrypt.diriv"), bytes.Repeat([]byte{7}, 61), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Scan(t.Context(), []string{dir}, []Holder{keylessHolder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if below := res.Below("local", "blue", 2); len(below) != 1 || filepath.Base(below[0].File) != "tencrypt.app-secrets.json" || below[0].Kind != KindUnknown {
+		t.Fatalf("keys below version 2 = %+v, want the one embedded in tencrypt.app-secrets.json", below)
+	}
+}
