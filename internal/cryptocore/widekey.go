@@ -1,6 +1,8 @@
 package cryptocore
 
 import (
+	"crypto/hkdf"
+	"crypto/sha512"
 	"fmt"
 	"log/slog"
 )
@@ -46,3 +48,22 @@ func (WideKey) LogValue() slog.Value { return slog.StringValue(redacted) }
 
 // MarshalText keeps encoders from writing key bytes.
 func (WideKey) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// FscryptKeyIdentifierSize is the size of an fscrypt v2 key identifier.
+const FscryptKeyIdentifierSize = 16
+
+// FscryptKeyIdentifier computes the identifier the kernel gives the v2
+// master key k (fs/crypto/hkdf.c and keyring.c): HKDF-SHA512 with the
+// default (all-zero) salt, info "fscrypt\0" followed by the context byte
+// HKDF_CONTEXT_KEY_IDENTIFIER (1), 16 bytes. Knowing it before the key is
+// added lets a caller refuse a key that is not the one a policy names
+// without touching the kernel's keyring.
+func FscryptKeyIdentifier(k *WideKey) [FscryptKeyIdentifierSize]byte {
+	b, err := hkdf.Key(sha512.New, k[:], nil, "fscrypt\x00\x01", FscryptKeyIdentifierSize)
+	if err != nil {
+		panic("BUG: cryptocore: hkdf: " + err.Error())
+	}
+	var id [FscryptKeyIdentifierSize]byte
+	copy(id[:], b)
+	return id
+}

@@ -166,9 +166,9 @@ func open(base string) (*Metadata, *os.File, error) {
 
 // Unlock adds the volume's key to the kernel, for every process to see its
 // files in plaintext. It unwraps the DEK (audited), derives the master key,
-// adds it and zeroes it, and checks that the kernel computed the identifier
-// the directory's policy names; if not, it removes the key again. A key
-// already present is ErrAlreadyUnlocked, and nothing is changed.
+// checks that its identifier is the one the directory's policy names before
+// the kernel sees it, adds it and zeroes it. A key already present is
+// ErrAlreadyUnlocked, and nothing is changed.
 func (v *Volumes) Unlock(ctx context.Context, base string) (*Metadata, error) {
 	m, dir, err := open(base)
 	if err != nil {
@@ -188,14 +188,22 @@ func (v *Volumes) Unlock(ctx context.Context, base string) (*Metadata, error) {
 	}
 	mk := masterKey(&dek, m.ID)
 	dek.Zero()
+	defer mk.Zero()
+	// The key must be the one the policy names before the kernel sees it: a
+	// metadata file carrying another volume's wrapped key would otherwise
+	// add (and, on a mismatch, remove) that other volume's key.
+	if KeyIdentifier(cryptocore.FscryptKeyIdentifier(&mk)) != m.Identifier {
+		return nil, fmt.Errorf("%s: %w: the metadata file was changed or belongs to another volume; restore it from a copy", base, ErrWrongKey)
+	}
 	id, err := addKey(dir, &mk)
-	mk.Zero()
 	if err != nil {
 		return nil, fmt.Errorf("%s: add the volume key: %w", base, err)
 	}
 	if id != m.Identifier {
+		// Only a kernel that derives identifiers differently gets here; the
+		// key just added is the policy's, so taking it out again is safe.
 		removeKey(dir, id)
-		return nil, fmt.Errorf("%s: %w: the metadata file was changed or belongs to another volume; restore it from a copy", base, ErrWrongKey)
+		return nil, fmt.Errorf("%s: %w: the kernel named the key %s, the policy %s", base, ErrWrongKey, id, m.Identifier)
 	}
 	return m, nil
 }

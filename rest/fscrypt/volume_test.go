@@ -352,3 +352,33 @@ func TestKMSDown(t *testing.T) {
 	}
 	w.unlock(base)
 }
+
+// TestForgedMetadataLeavesOtherVolumesAlone: a metadata file that carries
+// another volume's wrapped key under its own policy's identifier is
+// refused before the kernel sees the key, so the other volume, unlocked,
+// stays unlocked (the kernel would otherwise add its key again and take
+// it out on the mismatch).
+func TestForgedMetadataLeavesOtherVolumesAlone(t *testing.T) {
+	w := newWorld(t)
+	a, ma := w.create("a", "blue")
+	b, mb := w.create("b", "blue")
+	w.unlock(b)
+	forged := *mb
+	forged.Identifier = ma.Identifier
+	data, err := forged.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(a, fscrypt.MetadataFile), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.vols.Unlock(t.Context(), a); !errors.Is(err, fscrypt.ErrWrongKey) {
+		t.Fatalf("unlock with another volume's key: %v, want ErrWrongKey", err)
+	}
+	if got := w.state(b); got != fscrypt.StateUnlocked {
+		t.Fatalf("the other volume is %s after the forged unlock, want %s", got, fscrypt.StateUnlocked)
+	}
+	if got := w.state(a); got == fscrypt.StateUnlocked {
+		t.Fatalf("the forged volume is %s", got)
+	}
+}
