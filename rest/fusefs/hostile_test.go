@@ -235,6 +235,16 @@ func hostileCases() []hostileCase {
 			must(t, os.WriteFile(filepath.Join(filepath.Dir(cp), markerName(filepath.Base(cp))), b, 0o400))
 			return filepath.Base(cp)
 		}, ops: fileOps("d/f")},
+		{name: "symlink in place of a FIFO made through the mount, its target that FIFO's marker", plant: func(t *testing.T, h *hostile) string {
+			// A marker is sealed for its place as a symlink target is; a
+			// target with a NUL in it is a marker, never a link.
+			pp := h.mountFIFO(t, "d/p")
+			b, err := os.ReadFile(filepath.Join(filepath.Dir(pp), markerName(filepath.Base(pp))))
+			must(t, err)
+			must(t, os.Remove(pp))
+			must(t, os.Symlink(string(b), pp))
+			return filepath.Base(pp)
+		}, ops: []hop{{Op: "readlink", Path: "d/p"}}},
 		{name: "IV file deleted", plant: inIV(func(*testing.T, *hostile, string) {}), ops: subContent},
 		{name: "IV file truncated", plant: inIV(func(t *testing.T, h *hostile, cp string) {
 			must(t, os.WriteFile(cp, []byte("short"), 0o400))

@@ -5,6 +5,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"strings"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -70,6 +71,12 @@ func (f *FS) readlinkAt(d cdir, stored string) (string, error) {
 	if err != nil {
 		return "", &entryError{path: d.join(stored), want: "a symlink with a target sealed for it", found: "a symlink whose target does not authenticate here (planted, or copied from another symlink)"}
 	}
+	if strings.IndexByte(t, 0) >= 0 {
+		// A special node's marker is sealed the same way for the same
+		// place; no real target holds a NUL, so this is a marker posing as
+		// a target (a special file turned into a symlink).
+		return "", &entryError{path: d.join(stored), want: "a symlink", found: "a symlink whose target is a special file's marker"}
+	}
 	return t, nil
 }
 
@@ -105,16 +112,15 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if err != nil {
 		return nil, n.fs.errno("link", name, err)
 	}
-	if isSpecial(t.kind()) {
-		// The new name gets its own marker; the linked node must have one.
-		if err := n.fs.checkSpecialEntry(td, tstored); err != nil {
-			return nil, n.fs.errno("link", name, err)
-		}
-	}
 	if err := writeSidecar(d, stored, enc); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	if t.kind() == syscall.S_IFLNK {
+	if isSpecial(t.kind()) {
+		if err := n.fs.linkSpecial(td, tstored, t.kind(), d, stored); err != nil {
+			removeSidecar(d, stored, enc)
+			return nil, n.fs.errno("link", name, err)
+		}
+	} else if t.kind() == syscall.S_IFLNK {
 		// A symlink's target is sealed for its entry: the new name gets a
 		// new symlink with the target sealed for it (a copy, not a second
 		// link of the same inode).
@@ -131,9 +137,6 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	gen, err := statx(d.fd, stored, &st)
 	if err == nil {
 		err = checkType(d.join(stored), st.Mode, t.kind())
-	}
-	if err == nil && isSpecial(st.Mode) {
-		err = n.fs.writeMarker(d, stored, &st)
 	}
 	if err != nil {
 		return nil, n.fs.errno("link", name, err)

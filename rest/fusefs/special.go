@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -76,14 +77,33 @@ func putMarker(d cdir, tmp, stored string) error {
 	return nil
 }
 
-// writeMarker seals and puts in place the marker of special node stored
-// of d, whose stat is st.
-func (f *FS) writeMarker(d cdir, stored string, st *syscall.Stat_t) error {
+// linkSpecial links the special node tstored of td, of type kind, at
+// stored of d, with a marker of its own. The source's marker is checked
+// against the inode opened here, and that very inode is linked (through
+// its /proc/self/fd link), so a node swapped in by name since the check
+// cannot be linked under a marker sealed for the checked one.
+func (f *FS) linkSpecial(td cdir, tstored string, kind uint32, d cdir, stored string) error {
+	pfd, st, err := openPath(td, tstored, kind)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	if err := f.checkMarker(td, tstored, &st); err != nil {
+		return err
+	}
 	tmp, err := f.sealMarker(d, stored, st.Mode, st.Rdev)
 	if err != nil {
 		return err
 	}
-	return putMarker(d, tmp, stored)
+	if err := unix.Linkat(unix.AT_FDCWD, procPath(pfd), d.fd, stored, unix.AT_SYMLINK_FOLLOW); err != nil {
+		unix.Unlinkat(d.fd, tmp, 0)
+		return err
+	}
+	if err := putMarker(d, tmp, stored); err != nil {
+		unix.Unlinkat(d.fd, stored, 0)
+		return err
+	}
+	return nil
 }
 
 // checkMarker returns an entryError unless special entry stored of d,
@@ -174,7 +194,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 		removeSidecar(d, stored, enc)
 		return nil, gofs.ToErrno(err)
 	}
-	st, gen, err := n.fs.finishNode(ctx, d, stored, mode)
+	st, gen, err := n.fs.finishNode(ctx, d, stored, mode, uint64(dev))
 	if err != nil {
 		unix.Unlinkat(d.fd, stored, 0)
 		removeSidecar(d, stored, enc)
@@ -188,13 +208,19 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 
 // finishNode gives the new special node stored of d to the caller, sets
 // its mode (exactly mode's permission bits: the process umask applied to
-// mknodat) and seals its marker; it returns the node's stat.
-func (f *FS) finishNode(ctx context.Context, d cdir, stored string, mode uint32) (st syscall.Stat_t, gen uint64, err error) {
+// mknodat) and seals its marker; it returns the node's stat. The node is
+// reopened by name, so whoever can write the cipher directory could have
+// swapped another inode in since mknodat: it must still be the one just
+// made (freshNode), or nothing is changed and no marker is sealed.
+func (f *FS) finishNode(ctx context.Context, d cdir, stored string, mode uint32, rdev uint64) (st syscall.Stat_t, gen uint64, err error) {
 	pfd, st, err := openPath(d, stored, mode&syscall.S_IFMT)
 	if err != nil {
 		return st, 0, err
 	}
 	defer unix.Close(pfd)
+	if err := freshNode(d.join(stored), &st, mode, rdev); err != nil {
+		return st, 0, err
+	}
 	chownCaller(ctx, d, pfd)
 	// Through the checked inode's /proc/self/fd link: chmod opens nothing.
 	if err := unix.Fchmodat(unix.AT_FDCWD, procPath(pfd), mode&07777, 0); err != nil {
@@ -203,10 +229,33 @@ func (f *FS) finishNode(ctx context.Context, d cdir, stored string, mode uint32)
 	if gen, err = statx(pfd, "", &st); err != nil {
 		return st, 0, err
 	}
-	if err := f.writeMarker(d, stored, &st); err != nil {
+	tmp, err := f.sealMarker(d, stored, mode, rdev)
+	if err != nil {
+		return st, 0, err
+	}
+	if err := putMarker(d, tmp, stored); err != nil {
 		return st, 0, err
 	}
 	return st, gen, nil
+}
+
+// freshNode checks that st is the special node mknodat just made as the
+// mount's user, of type mode and device number rdev: one link, owned by
+// the mount's user, no permission bits yet (mknodat was given none). A
+// node planted in its place by someone without the mount's privileges
+// fails at least one of these (a hard link to a node elsewhere has two
+// links; the planter owns its own node), so the mount never changes the
+// mode or owner of an inode outside the cipher directory.
+func freshNode(path string, st *syscall.Stat_t, mode uint32, rdev uint64) error {
+	ok := st.Mode&syscall.S_IFMT == mode&syscall.S_IFMT && st.Mode&07777 == 0 &&
+		st.Nlink == 1 && st.Uid == uint32(os.Geteuid())
+	if ok && (mode&syscall.S_IFMT == syscall.S_IFCHR || mode&syscall.S_IFMT == syscall.S_IFBLK) {
+		ok = st.Rdev == rdev
+	}
+	if !ok {
+		return &entryError{path: path, want: "the special node just made", found: "another inode (swapped in since mknod)"}
+	}
+	return nil
 }
 
 // checkSpecialEntry checks the marker of special entry stored of d (a

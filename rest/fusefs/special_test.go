@@ -405,3 +405,35 @@ func TestOtherUserMatchesPlainDirectory(t *testing.T) {
 		}
 	}
 }
+
+// TestFreshNode: after mknodat the mount reopens the new node by name and
+// must refuse any inode but the one it just made before changing its mode
+// or owner (a hard link to a node elsewhere, a node of another owner,
+// type or device, one that already has permission bits).
+func TestFreshNode(t *testing.T) {
+	me := uint32(os.Geteuid())
+	chr := uint32(syscall.S_IFCHR | 0o644)
+	good := syscall.Stat_t{Mode: syscall.S_IFCHR, Nlink: 1, Uid: me, Rdev: 0x103}
+	tests := []struct {
+		name string
+		edit func(*syscall.Stat_t)
+		ok   bool
+	}{
+		{"the node just made", func(*syscall.Stat_t) {}, true},
+		{"a second link (hard link to a node elsewhere)", func(s *syscall.Stat_t) { s.Nlink = 2 }, false},
+		{"another owner", func(s *syscall.Stat_t) { s.Uid = me + 1 }, false},
+		{"permission bits already set", func(s *syscall.Stat_t) { s.Mode |= 0o600 }, false},
+		{"another device number", func(s *syscall.Stat_t) { s.Rdev = 0x101 }, false},
+		{"another type", func(s *syscall.Stat_t) { s.Mode = syscall.S_IFIFO }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := good
+			tt.edit(&st)
+			err := freshNode("d/x", &st, chr, 0x103)
+			if (err == nil) != tt.ok {
+				t.Fatalf("freshNode = %v, want ok %v", err, tt.ok)
+			}
+		})
+	}
+}
