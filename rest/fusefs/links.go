@@ -5,6 +5,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"syscall"
 
@@ -42,6 +43,11 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 		return nil, n.fs.errno("symlink", name, err)
 	}
 	defer unix.Close(pfd)
+	// Reopened by name: it must still be the link just made, not one
+	// hard-linked in from elsewhere, before its owner changes.
+	if st.Nlink != 1 || st.Uid != uint32(os.Geteuid()) {
+		return nil, n.fs.errno("symlink", name, &entryError{path: d.join(stored), want: "the symlink just made", found: "another inode (swapped in since symlink)"})
+	}
 	chownCaller(ctx, d, pfd)
 	gen, err := statx(pfd, "", &st)
 	if err != nil {
