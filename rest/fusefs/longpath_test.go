@@ -27,11 +27,22 @@ func longPathOps(t *testing.T, dir string) (out []string, depth int) {
 		}
 	})
 	res := func(step string, err error) { out = append(out, fmt.Sprintf("%s: %v", step, err)) }
-	// Components of 100 bytes: each cipher name stays below NAME_MAX
-	// (no sidecar), the cipher path grows past PATH_MAX.
+	// Directories of 100 bytes (each cipher name below NAME_MAX, no
+	// sidecar; the cipher path grows past PATH_MAX), one filler to make
+	// the length exact, and a file of NAME_MAX bytes (a long name, with a
+	// sidecar): a plaintext path of PATH_MAX-1 bytes, the longest there is.
+	const fileLen = unix.NAME_MAX
+	budget := unix.PathMax - 1 - fileLen // the directories' part, slashes included
+	full, rest := budget/101, budget%101
+	if rest == 1 { // a filler needs 2 bytes at least (a name and its slash)
+		full, rest = full-1, rest+101
+	}
 	plain := 0
-	for i := 0; plain+101+30 < unix.PathMax; i++ {
+	for i := 0; plain < budget; i++ {
 		name := fmt.Sprintf("%03d-%s", i, strings.Repeat("d", 96))
+		if i == full {
+			name = strings.Repeat("e", rest-1) // the filler
+		}
 		if err := unix.Mkdirat(fds[len(fds)-1], name, 0o755); err != nil {
 			res("mkdir "+name[:3], err)
 			return out, len(fds) - 1
@@ -45,7 +56,7 @@ func longPathOps(t *testing.T, dir string) (out []string, depth int) {
 		plain += len(name) + 1
 	}
 	last := fds[len(fds)-1]
-	file := strings.Repeat("f", unix.PathMax-1-plain-1) // plain path of the file: PATH_MAX-1 bytes
+	file := strings.Repeat("f", fileLen)
 	out = append(out, fmt.Sprintf("depth %d, file path %d bytes", len(fds)-1, plain+len(file)))
 	f, err := unix.Openat(last, file, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC, 0o640)
 	res("create", err)
@@ -65,9 +76,19 @@ func longPathOps(t *testing.T, dir string) (out []string, depth int) {
 	var st unix.Stat_t
 	err = unix.Fstatat(last, file, &st, unix.AT_SYMLINK_NOFOLLOW)
 	res(fmt.Sprintf("stat size %d mode %o", st.Size, st.Mode), err)
+	buf := make([]byte, 64)
+	res("setxattr", unix.Fsetxattr(f2(t, last, file), "user.deep", []byte("v"), 0))
+	n, err := unix.Getxattr(procFD(f2(t, last, file)), "user.deep", buf)
+	res(fmt.Sprintf("getxattr %q", buf[:max(n, 0)]), err)
+	res("symlink", unix.Symlinkat("../target", last, "s"))
+	n, err = unix.Readlinkat(last, "s", buf)
+	res(fmt.Sprintf("readlink %q", buf[:max(n, 0)]), err)
+	names := readNames(t, last)
+	slices.Sort(names)
+	out = append(out, fmt.Sprintf("list %d entries, first %.5s", len(names), names[0]))
 	res("rename", unix.Renameat(last, file, last, "g"))
 	res("rename back", unix.Renameat(last, "g", last, file))
-	res("mkdir a path of PATH_MAX bytes", unix.Mkdirat(last, file+"x", 0o755))
+	res("mkdir a name of NAME_MAX+1 bytes", unix.Mkdirat(last, file+"x", 0o755))
 	res("unlink", unix.Unlinkat(last, file, 0))
 	err = unix.Fstatat(last, file, &st, unix.AT_SYMLINK_NOFOLLOW)
 	res("stat after unlink", err)
@@ -130,6 +151,20 @@ func cipherDeepest(t *testing.T, dir string) string {
 		rel = append(rel, sub)
 	}
 }
+
+// f2 opens name in dirfd read-only; closed in Cleanup.
+func f2(t *testing.T, dirfd int, name string) int {
+	t.Helper()
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// procFD names descriptor fd (a path of a few bytes for any depth).
+func procFD(fd int) string { return fmt.Sprintf("/proc/self/fd/%d", fd) }
 
 // readNames lists directory fd (without . and ..).
 func readNames(t *testing.T, fd int) []string {
