@@ -77,6 +77,9 @@ var errNoXattrs = errors.New("no user extended attributes on this file type")
 // security.capability on every write) and cannot be set; system.*
 // (POSIX ACLs) and trusted.* are not supported.
 func foreignXattr(attr string, write bool) syscall.Errno {
+	if attr == names.XattrUserPrefix {
+		return syscall.EINVAL // an empty name, as Linux answers
+	}
 	if !write && strings.HasPrefix(attr, "security.") {
 		return syscall.ENODATA
 	}
@@ -84,7 +87,7 @@ func foreignXattr(attr string, write bool) syscall.Errno {
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if !strings.HasPrefix(attr, names.XattrUserPrefix) {
+	if !strings.HasPrefix(attr, names.XattrUserPrefix) || attr == names.XattrUserPrefix {
 		return 0, foreignXattr(attr, false)
 	}
 	stored, err := n.fs.cfg.Names.EncryptXattrName(attr)
@@ -115,7 +118,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if !strings.HasPrefix(attr, names.XattrUserPrefix) {
+	if !strings.HasPrefix(attr, names.XattrUserPrefix) || attr == names.XattrUserPrefix {
 		return foreignXattr(attr, true)
 	}
 	stored, err := n.fs.cfg.Names.EncryptXattrName(attr)
@@ -143,7 +146,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if !strings.HasPrefix(attr, names.XattrUserPrefix) {
+	if !strings.HasPrefix(attr, names.XattrUserPrefix) || attr == names.XattrUserPrefix {
 		return foreignXattr(attr, true)
 	}
 	stored, err := n.fs.cfg.Names.EncryptXattrName(attr)

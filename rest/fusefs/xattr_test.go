@@ -69,6 +69,9 @@ func xattrOps(t *testing.T, root string) []string {
 		get("get removed", "user.a", 64)
 		list("list after remove", 1024)
 		get("security absent", "security.selinux", 64)
+		set("empty name", "user.", "x", 0)
+		get("get empty name", "user.", 64)
+		set("name too long", "user."+strings.Repeat("n", 251), "x", 0)
 	}
 	return out
 }
