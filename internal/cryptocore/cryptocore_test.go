@@ -152,6 +152,8 @@ func TestDeriveKeyPinned(t *testing.T) {
 		{LabelNamesEME, "5764467bc3f64cee20836802e13cec3530379084ec5f0951a840284598881dd8"},
 		{LabelNamesDirID, "bca3ca16790bff5d6c45e04ccf9ae8dbf2355ff8b87006c8326c0d1940a4b385"},
 		{LabelNamesSymlink, "afad02c62a485d968d0927dd8ffd8dc9bb28d70564de68ec633c935a87f7bec8"},
+		{LabelNamesXattrName, "6d1147584817193b3780eb0e5bb1620adb37600ab181753a831d20e93c5ddbab"},
+		{LabelNamesXattrValue, "de9d3445b2f34707b5d7706c4d17c3275edc91db3d1ed1db51ad9fdb064469a8"},
 		// 64 bytes, through DeriveWideKey (an fscrypt master key).
 		{LabelFscryptMasterKey, "ca6309d3e71dd27f1e795f03de765317eabe77033694b2412b5fc8f4ca4f3b6c794d7612c411b70ea3f2a5f630069443f6c26357244e5e08594060e2bf9bafe8"},
 	}

@@ -18,6 +18,12 @@ const (
 	// LabelNamesSymlink derives the XChaCha20-Poly1305 key that seals
 	// symbolic link targets, bound to their entry.
 	LabelNamesSymlink = "tencrypt names v2 symlink targets"
+	// LabelNamesXattrName derives the EME key that encrypts the names of
+	// user extended attributes (NameAE under a fixed tweak).
+	LabelNamesXattrName = "tencrypt names v2 xattr names"
+	// LabelNamesXattrValue derives the XChaCha20-Poly1305 key that seals
+	// user extended attribute values, bound to their entry and name.
+	LabelNamesXattrValue = "tencrypt names v2 xattr values"
 )
 
 // NameAERedundancy is the number of zero bytes NameAE adds before

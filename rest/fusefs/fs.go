@@ -185,13 +185,12 @@ func (f *FS) Mount(mountpoint string, o MountOptions) (*fuse.Server, error) {
 		EntryTimeout: &entry,
 		AttrTimeout:  &attr,
 		MountOptions: fuse.MountOptions{
-			FsName:        f.cfg.CipherDir,
-			Name:          "tencrypt",
-			AllowOther:    o.AllowOther,
-			Debug:         o.Debug,
-			MaxWrite:      o.MaxWrite,
-			MaxReadAhead:  o.MaxWrite,
-			DisableXAttrs: true,
+			FsName:       f.cfg.CipherDir,
+			Name:         "tencrypt",
+			AllowOther:   o.AllowOther,
+			Debug:        o.Debug,
+			MaxWrite:     o.MaxWrite,
+			MaxReadAhead: o.MaxWrite,
 		},
 	}
 	if o.AllowOther {
@@ -259,6 +258,9 @@ func (f *FS) errno(op, path string, err error) syscall.Errno {
 		return syscall.EIO
 	case errors.Is(err, names.ErrBadName):
 		f.log.Error("undecryptable name, sidecar or symlink target: returning EIO", "op", op, "file", path, "err", err)
+		return syscall.EIO
+	case errors.Is(err, names.ErrBadXattr):
+		f.log.Error("extended attribute value does not authenticate: returning EIO", "op", op, "file", path, "err", err)
 		return syscall.EIO
 	case errors.Is(err, names.ErrInvalidName):
 		return syscall.ENAMETOOLONG

@@ -118,6 +118,7 @@ func fileOps(p string, except ...string) []hop {
 		{Op: "stat", Path: p}, {Op: "read", Path: p}, {Op: "write", Path: p},
 		{Op: "chmod", Path: p}, {Op: "chown", Path: p}, {Op: "truncate", Path: p},
 		{Op: "utimes", Path: p}, {Op: "readlink", Path: p},
+		{Op: "getxattr", Path: p}, {Op: "setxattr", Path: p}, {Op: "listxattr", Path: p},
 		{Op: "rename", Path: p, Arg: p + "-renamed", OK: true},
 		{Op: "unlink", Path: p, OK: true},
 	}
@@ -132,6 +133,7 @@ func dirOps(p string) []hop {
 		{Op: "ls", Path: p}, {Op: "stat", Path: in("g")}, {Op: "read", Path: in("g")},
 		{Op: "write", Path: in("g")}, {Op: "chmod", Path: in("g")}, {Op: "chown", Path: in("g")},
 		{Op: "truncate", Path: in("g")}, {Op: "utimes", Path: in("g")},
+		{Op: "getxattr", Path: in("g")}, {Op: "setxattr", Path: in("g")}, {Op: "listxattr", Path: in("g")},
 		{Op: "create", Path: in("new")}, {Op: "mkdir", Path: in("newdir")},
 		{Op: "symlink", Path: in("sl")},
 		{Op: "rename", Path: in("g"), Arg: in("g2")}, {Op: "unlink", Path: in("g")},
@@ -140,7 +142,8 @@ func dirOps(p string) []hop {
 
 // dirSelfOps are the calls on directory p itself (cwd "." when inside).
 func dirSelfOps(p string) []hop {
-	return []hop{{Op: "stat", Path: p}, {Op: "chmod", Path: p}, {Op: "chown", Path: p}, {Op: "utimes", Path: p}}
+	return []hop{{Op: "stat", Path: p}, {Op: "chmod", Path: p}, {Op: "chown", Path: p}, {Op: "utimes", Path: p},
+		{Op: "getxattr", Path: p}, {Op: "setxattr", Path: p}, {Op: "listxattr", Path: p}}
 }
 
 func hostileCases() []hostileCase {
@@ -700,6 +703,16 @@ func runOp(o hop) error {
 		return err
 	case "link":
 		return os.Link(p, o.Arg)
+	case "getxattr":
+		// The attribute setxattr would set: absent is ENODATA, which
+		// only a readable entry of the right type gives.
+		_, err := unix.Lgetxattr(p, "user.hostile", make([]byte, 64))
+		return err
+	case "setxattr":
+		return unix.Lsetxattr(p, "user.hostile", []byte("x"), 0)
+	case "listxattr":
+		_, err := unix.Llistxattr(p, make([]byte, 1024))
+		return err
 	}
 	return fmt.Errorf("BUG: unknown op %q", o.Op)
 }

@@ -229,6 +229,12 @@ func (n *node) openDirAt2(root cdir, steps []link) (cdir, bool) {
 			return cdir{}, false
 		}
 	}
+	if b.Len() >= unix.PathMax {
+		// The kernel refuses a path this long (ENAMETOOLONG): the cipher
+		// path of a plaintext path near PATH_MAX is longer than it, so
+		// walk, where only NAME_MAX applies to each component.
+		return cdir{}, false
+	}
 	how := unix.OpenHow{Flags: dirFlags, Resolve: resolveFlags}
 	fd, err := unix.Openat2(root.fd, b.String(), &how)
 	if err != nil {

@@ -315,7 +315,23 @@ func userOps(dir string) error {
 		unix.Close(fd)
 	}
 	do("create setuid file", err)
+	xattrUserOps(do)
 	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// xattrUserOps are userOps' extended-attribute calls: on the caller's own
+// file, and on root's file rootf (readable, not writable by the caller).
+func xattrUserOps(do func(op string, err error)) {
+	buf := make([]byte, 64)
+	do("setxattr on own file", unix.Setxattr("f", "user.mine", []byte("v"), 0))
+	_, err := unix.Getxattr("f", "user.mine", buf)
+	do("getxattr on own file", err)
+	_, err = unix.Getxattr("rootf", "user.root", buf)
+	do("getxattr on root's file", err)
+	_, err = unix.Listxattr("rootf", buf)
+	do("listxattr on root's file", err)
+	do("setxattr on root's file", unix.Setxattr("rootf", "user.root", []byte("x"), 0))
+	do("removexattr on root's file", unix.Removexattr("rootf", "user.root"))
 }
 
 // runAsUser runs userOps in dir as otherUID, with the test binary copied
@@ -384,10 +400,13 @@ func TestOtherUserMatchesPlainDirectory(t *testing.T) {
 		must(t, os.Mkdir(sg, 0o777))
 		must(t, os.Chown(sg, 0, otherGID))
 		must(t, os.Chmod(sg, 0o777|os.ModeSetgid))
+		// root's file, with an attribute, for xattrUserOps.
+		must(t, os.WriteFile(filepath.Join(d, "rootf"), nil, 0o644))
+		must(t, unix.Setxattr(filepath.Join(d, "rootf"), "user.root", []byte("r"), 0))
 	}
 	wantRes, gotRes := runAsUser(t, exe, plain), runAsUser(t, exe, mnt)
-	if len(wantRes) != 15 || wantRes["mkdir"] != "OK" || wantRes["mknod char device"] != "EPERM" {
-		t.Fatalf("on the plain directory: %v; want 15 results, mkdir OK, mknod EPERM", wantRes)
+	if len(wantRes) != 21 || wantRes["mkdir"] != "OK" || wantRes["mknod char device"] != "EPERM" || wantRes["setxattr on root's file"] != "EACCES" {
+		t.Fatalf("on the plain directory: %v; want 21 results, mkdir OK, mknod EPERM, setxattr on root's file EACCES", wantRes)
 	}
 	for _, k := range slices.Sorted(maps.Keys(wantRes)) {
 		if wantRes[k] != gotRes[k] {

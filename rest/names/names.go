@@ -98,6 +98,8 @@ type Transform struct {
 	names    *cryptocore.NameAE
 	dirID    *cryptocore.AEAD
 	symlink  *cryptocore.AEAD
+	xname    *cryptocore.NameAE // xattr names (xattr.go)
+	xvalue   *cryptocore.AEAD   // xattr values
 	volumeID [VolumeIDSize]byte
 }
 
@@ -126,6 +128,9 @@ func NewTransform(dek *keys.DEK, volumeID []byte) (*Transform, error) {
 		return nil, err
 	}
 	if t.symlink, err = cryptocore.NewXChaCha20Poly1305(&sk); err != nil {
+		return nil, err
+	}
+	if err = t.xattrKeys(&secret, volumeID); err != nil {
 		return nil, err
 	}
 	return t, nil

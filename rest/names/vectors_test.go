@@ -22,6 +22,7 @@ type vectorFile struct {
 	Names    []nameVector    `json:"names"`
 	DirIVs   []dirIVVector   `json:"dir_ivs"`
 	Symlinks []symlinkVector `json:"symlinks"`
+	Xattrs   []xattrVector   `json:"xattrs"`
 }
 
 type nameVector struct {
@@ -36,6 +37,17 @@ type dirIVVector struct {
 	Stored string `json:"stored,omitempty"`
 	ID     string `json:"id"`
 	File   string `json:"file"`
+}
+
+// xattrVector is an extended attribute: its stored name, and a value
+// sealed for entry (hex) of kind ("f" or "d").
+type xattrVector struct {
+	Plain  string `json:"plain"`
+	Stored string `json:"stored"`
+	Value  string `json:"value"`
+	Kind   string `json:"kind"`
+	Entry  string `json:"entry"`
+	Sealed string `json:"sealed"`
 }
 
 type symlinkVector struct {
@@ -113,6 +125,28 @@ func TestKnownAnswers(t *testing.T) {
 	for _, sv := range v.Symlinks {
 		if got, err := tr.DecryptSymlink(sv.Sealed, dir, sv.Stored); err != nil || got != sv.Target {
 			t.Errorf("DecryptSymlink = %q, %v; want %q", got, err, sv.Target)
+		}
+	}
+	checkXattrVectors(t, tr, v.Xattrs)
+}
+
+// checkXattrVectors: stored names encrypt exactly, sealed values keep
+// opening for their entry and attribute only.
+func checkXattrVectors(t *testing.T, tr *Transform, vs []xattrVector) {
+	t.Helper()
+	if len(vs) < 2 {
+		t.Fatal("testdata/vectors.json lost its xattr vectors")
+	}
+	for _, xv := range vs {
+		if st, err := tr.EncryptXattrName(xv.Plain); err != nil || st != xv.Stored {
+			t.Errorf("EncryptXattrName(%q) = %q, %v; want %q", xv.Plain, st, err, xv.Stored)
+		}
+		got, err := tr.OpenXattr(unhex(t, xv.Sealed), xv.Kind[0], unhex(t, xv.Entry), xv.Stored)
+		if err != nil || string(got) != xv.Value {
+			t.Errorf("OpenXattr(%s) = %q, %v; want %q", xv.Plain, got, err, xv.Value)
+		}
+		if _, err := tr.OpenXattr(unhex(t, xv.Sealed), xv.Kind[0], unhex(t, xv.Entry), xv.Stored+"A"); !errors.Is(err, ErrBadXattr) {
+			t.Errorf("pinned value of %s opened for another attribute: %v", xv.Plain, err)
 		}
 	}
 }

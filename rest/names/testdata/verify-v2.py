@@ -100,4 +100,16 @@ for s in v["symlinks"]:
     ad = b"tencrypt names v2 symlink" + d + s["stored"].encode()
     assert xchacha_open(sk, unb64(s["sealed"]), ad).decode() == s["target"]
     count += 1
+xn = hkdf(dek, vid, b"tencrypt names v2 xattr names")
+xv = hkdf(dek, vid, b"tencrypt names v2 xattr values")
+for x in v["xattrs"]:
+    name = x["plain"][len("user."):].encode()
+    pad = 16 - len(name) % 16
+    stored = "user.tencrypt." + b64(eme_encrypt(xn, bytes(16), name + bytes([pad]) * pad + bytes(16)))
+    assert stored == x["stored"], (stored, x["stored"])
+    sealed, entry = bytes.fromhex(x["sealed"]), bytes.fromhex(x["entry"])
+    assert sealed[0] == 1
+    ad = b"tencrypt names v2 xattr" + x["kind"].encode() + bytes([len(entry)]) + entry + stored.encode()
+    assert xchacha_open(xv, sealed[1:], ad).decode() == x["value"]
+    count += 1
 print("ok", count, "vectors")
