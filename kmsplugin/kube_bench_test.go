@@ -11,7 +11,6 @@ import (
 
 	"github.com/tencrypt/tencrypt/internal/testenv"
 	"github.com/tencrypt/tencrypt/keys"
-	"github.com/tencrypt/tencrypt/keys/local"
 	"github.com/tencrypt/tencrypt/keys/vault"
 	"github.com/tencrypt/tencrypt/keys/vault/vaulttest"
 	"github.com/tencrypt/tencrypt/kmsplugin"
@@ -62,22 +61,7 @@ resources:
 			return encryptionConfig(rp.sock)
 		}
 	}
-	openLocal := func(b *testing.B) keys.KEKProvider {
-		dir := b.TempDir()
-		cfg := local.Config{Path: filepath.Join(dir, "keyring"), KeyFile: filepath.Join(dir, "admin.key")}
-		if err := local.GenerateKeyFile(cfg.KeyFile); err != nil {
-			b.Fatal(err)
-		}
-		if err := local.Init(b.Context(), local.InitOptions{Path: cfg.Path, KeyFile: cfg.KeyFile}); err != nil {
-			b.Fatal(err)
-		}
-		p, err := local.Open(b.Context(), cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { p.Close() })
-		return p
-	}
+	openLocal := func(b *testing.B) keys.KEKProvider { return localKeyring(b) }
 	openVault := func(b *testing.B) keys.KEKProvider {
 		srv := vaulttest.Start(b)
 		p, err := vault.Open(b.Context(), vault.Config{Addr: srv.Addr, Token: srv.RootToken, Mount: srv.Mount})

@@ -15,7 +15,6 @@ import (
 	"github.com/tencrypt/tencrypt/internal/testenv"
 	"github.com/tencrypt/tencrypt/keys"
 	"github.com/tencrypt/tencrypt/keys/keystest"
-	"github.com/tencrypt/tencrypt/keys/local"
 	"github.com/tencrypt/tencrypt/keys/vault"
 	"github.com/tencrypt/tencrypt/keys/vault/vaulttest"
 	"github.com/tencrypt/tencrypt/kmsplugin"
@@ -294,21 +293,8 @@ func filepathTemp(t testing.TB) (string, error) {
 // TestKubeAPIServerWithLocalKeyring runs a real etcd and kube-apiserver
 // whose EncryptionConfiguration names the plugin, over a local keyring.
 func TestKubeAPIServerWithLocalKeyring(t *testing.T) {
-	ctx := t.Context()
-	dir := t.TempDir()
-	cfg := local.Config{Path: filepath.Join(dir, "keyring"), KeyFile: filepath.Join(dir, "admin.key")}
-	if err := local.GenerateKeyFile(cfg.KeyFile); err != nil {
-		t.Fatal(err)
-	}
-	if err := local.Init(ctx, local.InitOptions{Path: cfg.Path, KeyFile: cfg.KeyFile}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := local.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	if err := p.CreateTenant(ctx, kmsplugin.DefaultKey); err != nil {
+	p := localKeyring(t)
+	if err := p.CreateTenant(t.Context(), kmsplugin.DefaultKey); err != nil {
 		t.Fatal(err)
 	}
 	audit := &keystest.AuditLog{}

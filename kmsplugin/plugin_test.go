@@ -39,23 +39,30 @@ type fixture struct {
 	reg   *prometheus.Registry
 }
 
-func newFixture(t testing.TB, wrap func(keys.KEKProvider) keys.KEKProvider) *fixture {
-	t.Helper()
-	ctx := t.Context()
-	dir := t.TempDir()
+// localKeyring is a new local keyring in a temporary directory, opened
+// with its admin key file and closed when tb ends.
+func localKeyring(tb testing.TB) *local.Provider {
+	tb.Helper()
+	dir := tb.TempDir()
 	cfg := local.Config{Path: filepath.Join(dir, "keyring"), KeyFile: filepath.Join(dir, "admin.key")}
 	if err := local.GenerateKeyFile(cfg.KeyFile); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if err := local.Init(ctx, local.InitOptions{Path: cfg.Path, KeyFile: cfg.KeyFile}); err != nil {
-		t.Fatal(err)
+	if err := local.Init(tb.Context(), local.InitOptions{Path: cfg.Path, KeyFile: cfg.KeyFile}); err != nil {
+		tb.Fatal(err)
 	}
-	lp, err := local.Open(ctx, cfg)
+	p, err := local.Open(tb.Context(), cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { lp.Close() })
-	if err := lp.CreateTenant(ctx, kmsplugin.DefaultKey); err != nil {
+	tb.Cleanup(func() { p.Close() })
+	return p
+}
+
+func newFixture(t testing.TB, wrap func(keys.KEKProvider) keys.KEKProvider) *fixture {
+	t.Helper()
+	lp := localKeyring(t)
+	if err := lp.CreateTenant(t.Context(), kmsplugin.DefaultKey); err != nil {
 		t.Fatal(err)
 	}
 	var p keys.KEKProvider = lp
@@ -64,9 +71,11 @@ func newFixture(t testing.TB, wrap func(keys.KEKProvider) keys.KEKProvider) *fix
 	}
 	f := &fixture{p: p, audit: &keystest.AuditLog{}, reg: prometheus.NewRegistry()}
 	f.env = keys.NewEnvelope(p, f.audit, time.Now)
-	if f.plug, err = kmsplugin.New(kmsplugin.Config{Envelope: f.env, Metrics: f.reg}); err != nil {
+	plug, err := kmsplugin.New(kmsplugin.Config{Envelope: f.env, Metrics: f.reg})
+	if err != nil {
 		t.Fatal(err)
 	}
+	f.plug = plug
 	return f
 }
 
