@@ -138,15 +138,11 @@ func (n *node) skipName(d cdir, stored string, err error) {
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	d, err := n.openDir()
-	if err != nil {
-		return nil, n.fs.errno("mkdir", name, err)
+	d, stored, enc, errno := n.entryIn("mkdir", name)
+	if errno != 0 {
+		return nil, errno
 	}
 	defer d.close()
-	stored, enc, err := n.fs.childName(d, name)
-	if err != nil {
-		return nil, n.fs.errno("mkdir", name, err)
-	}
 	if err := writeSidecar(d, stored, enc); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
@@ -190,15 +186,11 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	d, err := n.openDir()
-	if err != nil {
-		return n.fs.errno("rmdir", name, err)
+	d, stored, enc, errno := n.entryIn("rmdir", name)
+	if errno != 0 {
+		return errno
 	}
 	defer d.close()
-	stored, enc, err := n.fs.childName(d, name)
-	if err != nil {
-		return n.fs.errno("rmdir", name, err)
-	}
 	c, err := openChildDir(d, stored)
 	if err != nil {
 		return n.fs.errno("rmdir", name, err)

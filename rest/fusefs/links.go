@@ -17,15 +17,11 @@ import (
 )
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	d, err := n.openDir()
-	if err != nil {
-		return nil, n.fs.errno("symlink", name, err)
+	d, stored, enc, errno := n.entryIn("symlink", name)
+	if errno != 0 {
+		return nil, errno
 	}
 	defer d.close()
-	stored, enc, err := n.fs.childName(d, name)
-	if err != nil {
-		return nil, n.fs.errno("symlink", name, err)
-	}
 	// Sealed for this entry: its directory's ID and its stored name.
 	sealed, err := n.fs.cfg.Names.EncryptSymlink(target, d.iv, stored)
 	if err != nil {
@@ -109,15 +105,11 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, n.fs.errno("link", name, err)
 	}
 	defer td.close()
-	d, err := n.openDir()
-	if err != nil {
-		return nil, n.fs.errno("link", name, err)
+	d, stored, enc, errno := n.entryIn("link", name)
+	if errno != 0 {
+		return nil, errno
 	}
 	defer d.close()
-	stored, enc, err := n.fs.childName(d, name)
-	if err != nil {
-		return nil, n.fs.errno("link", name, err)
-	}
 	if err := writeSidecar(d, stored, enc); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
@@ -155,15 +147,11 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	d, err := n.openDir()
-	if err != nil {
-		return n.fs.errno("unlink", name, err)
+	d, stored, enc, errno := n.entryIn("unlink", name)
+	if errno != 0 {
+		return errno
 	}
 	defer d.close()
-	stored, enc, err := n.fs.childName(d, name)
-	if err != nil {
-		return n.fs.errno("unlink", name, err)
-	}
 	if err := unix.Unlinkat(d.fd, stored, 0); err != nil {
 		return gofs.ToErrno(err)
 	}

@@ -97,6 +97,22 @@ func chownCaller(ctx context.Context, d cdir, fd int) {
 	}
 }
 
+// entryIn opens n's cipher directory and works out the stored and
+// encrypted names of the entry name in it (enc is empty unless the name
+// needs a long-name sidecar), logging and mapping a failure for op. The
+// caller closes d.
+func (n *node) entryIn(op, name string) (d cdir, stored, enc string, errno syscall.Errno) {
+	d, err := n.openDir()
+	if err != nil {
+		return d, "", "", n.fs.errno(op, name, err)
+	}
+	if stored, enc, err = n.fs.childName(d, name); err != nil {
+		d.close()
+		return d, "", "", n.fs.errno(op, name, err)
+	}
+	return d, stored, enc, 0
+}
+
 // setgidDir reports whether cipher directory d is setgid: its new entries
 // take its group, and new directories its setgid bit.
 func setgidDir(d cdir) bool {

@@ -17,15 +17,11 @@ import (
 )
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	d, err := n.openDir()
-	if err != nil {
-		return nil, nil, 0, n.fs.errno("create", name, err)
+	d, stored, enc, errno := n.entryIn("create", name)
+	if errno != 0 {
+		return nil, nil, 0, errno
 	}
 	defer d.close()
-	stored, enc, err := n.fs.childName(d, name)
-	if err != nil {
-		return nil, nil, 0, n.fs.errno("create", name, err)
-	}
 	if err := writeSidecar(d, stored, enc); err != nil {
 		return nil, nil, 0, gofs.ToErrno(err)
 	}

@@ -178,15 +178,11 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 	if !isSpecial(mode) {
 		return nil, syscall.EINVAL
 	}
-	d, err := n.openDir()
-	if err != nil {
-		return nil, n.fs.errno("mknod", name, err)
+	d, stored, enc, errno := n.entryIn("mknod", name)
+	if errno != 0 {
+		return nil, errno
 	}
 	defer d.close()
-	stored, enc, err := n.fs.childName(d, name)
-	if err != nil {
-		return nil, n.fs.errno("mknod", name, err)
-	}
 	if err := writeSidecar(d, stored, enc); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
