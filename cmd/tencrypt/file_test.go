@@ -415,16 +415,8 @@ func killMidway(t *testing.T, e *keysEnv, sig syscall.Signal, outDir, input stri
 	t.Helper()
 	before := dirNames(t, outDir)
 	sum := fileHash(t, input)
-	cmd := exec.Command(e.bin, args...)
-	cmd.Env, cmd.Dir = e.env, e.dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	s := e.start(args...)
+	cmd, stderr, exited := s.cmd, &s.stderr, s.exited
 	fdDir := fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid)
 	var werr error
 poll:

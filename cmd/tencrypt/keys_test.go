@@ -97,6 +97,36 @@ func (e *keysEnv) run(args ...string) (string, string, int) {
 	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
 }
 
+// started is the binary running in the background (start).
+type started struct {
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+	// exited receives cmd.Wait's result once.
+	exited chan error
+}
+
+// start runs the binary in the background with e's environment; the test's
+// cleanup kills it, if still running, and waits for it to end.
+func (e *keysEnv) start(args ...string) *started {
+	e.t.Helper()
+	s := &started{cmd: exec.Command(e.bin, args...), exited: make(chan error, 1)}
+	s.cmd.Env, s.cmd.Dir = e.env, e.dir
+	s.cmd.Stderr = &s.stderr
+	if err := s.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.exited <- s.cmd.Wait()
+		close(done)
+	}()
+	e.t.Cleanup(func() {
+		_ = s.cmd.Process.Kill()
+		<-done
+	})
+	return s
+}
+
 func (e *keysEnv) ok(args ...string) string {
 	e.t.Helper()
 	out, stderr, code := e.run(args...)

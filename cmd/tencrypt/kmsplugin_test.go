@@ -27,19 +27,8 @@ func TestKMSPluginCLI(t *testing.T) {
 	e.want(exitcodes.Usage, "kms-plugin", "--listen", "unix://"+filepath.Join(e.dir, "x.sock"), "--key", "Not_A_Key")
 
 	sock := filepath.Join(e.dir, "kms.sock")
-	cmd := exec.CommandContext(t.Context(), e.bin, "kms-plugin", "--listen", "unix://"+sock)
-	cmd.Env, cmd.Dir = e.env, e.dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
+	s := e.start("kms-plugin", "--listen", "unix://"+sock)
+	cmd, stderr, exited := s.cmd, &s.stderr, s.exited
 
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -77,7 +66,6 @@ func TestKMSPluginCLI(t *testing.T) {
 	if err := <-exited; err != nil {
 		t.Fatalf("kms-plugin after SIGTERM: %v\n%s", err, stderr.String())
 	}
-	exited <- nil
 	if _, err := exec.Command("test", "-S", sock).CombinedOutput(); err == nil {
 		t.Fatal("the socket is still there after the plugin stopped")
 	}
